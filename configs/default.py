@@ -1,0 +1,169 @@
+"""The one configuration schema of the framework (yacs).
+
+Every key is declared here with its default and a comment. A YAML file may only set keys that
+exist here (typos fail with the closest valid key, see ``configs.loader``). Key names follow the
+seed study (Rethinking_of_PAR / C2T-Net), so its YAML files keep working.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+_C.NAME = "default"  # experiment name: results go to <OUTPUT_DIR>/<DATASET.NAME>/<NAME>/
+_C.MODE = "train"  # train | eval | video | predict (the --mode flag overrides it)
+_C.SEED = 0  # global seed: data split shuffles, init, augmentation
+_C.DEVICE = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
+_C.OUTPUT_DIR = "exp_results"  # root of all experiment folders
+_C.REDIRECTOR = True  # also print the log to the console
+_C.DETERMINISTIC = False  # torch.use_deterministic_algorithms (slower; CPU runs are reproducible anyway)
+
+# ----------------------------------------------------------------------------- dataset
+_C.DATASET = CN()
+_C.DATASET.TYPE = "pedes"  # kept for seed-config compatibility
+_C.DATASET.NAME = "NATIVE"  # reader: NATIVE | SYNTH | PETA | PA100k | RAPv1 | RAPv2 | PKL | UPAR
+_C.DATASET.ROOT = ""  # dataset root for the public datasets (see README)
+_C.DATASET.IMAGE_PATH = "data/NATIVE/main_data/filtered_refined_data"  # NATIVE image folder (<ID>.jpg)
+_C.DATASET.NATIVE_EXCEL = "data/NATIVE/label/refined_Native_dataset.xlsx"  # NATIVE label sheet
+_C.DATASET.ATTRS = []  # attributes to learn, in order; empty = every attribute column of the sheet
+_C.DATASET.GROUPS = []  # attribute groups: [name, kind, attr, attr, ...], kind = exclusive | optional
+_C.DATASET.LABEL = "eval"  # public datasets: eval (published evaluated subset) | all
+_C.DATASET.SPLIT_ID = 0  # public datasets with several random partitions (PETA, RAP)
+_C.DATASET.TRAIN_SPLIT = "train"  # split used for training (trainval to train on train+val)
+_C.DATASET.VAL_SPLIT = "val"  # split used to select the best epoch
+_C.DATASET.TEST_SPLIT = "test"  # reported at the best epoch when present; "" to skip
+_C.DATASET.TRAIN_NATIVE_SPLIT = 0.7  # NATIVE fraction of tubes in train
+_C.DATASET.VAL_NATIVE_SPLIT = 0.15  # NATIVE fraction of tubes in val
+_C.DATASET.TEST_NATIVE_SPLIT = 0.15  # NATIVE fraction of tubes in test
+_C.DATASET.SPLIT_SEED = 0  # seed of the NATIVE tube split (independent of SEED)
+_C.DATASET.REMOVE_LOW_QUALITY = False  # NATIVE: drop rows whose Quality is "low"
+_C.DATASET.HEIGHT = 256  # network input height
+_C.DATASET.WIDTH = 128  # network input width
+_C.DATASET.CACHE = True  # decode+resize every image once into an in-memory uint8 cache
+_C.DATASET.CACHE_DIR = ""  # also keep that cache on disk here ("" = memory only)
+_C.DATASET.ON_BAD_IMAGE = "skip"  # skip (log + count) | error, for unreadable images
+_C.DATASET.MAX_IMAGE_PIXELS = 50_000_000  # larger images are treated as bad (decompression bombs)
+_C.DATASET.SOURCES = []  # mixed training: extra dataset YAML files whose data joins the train split
+_C.DATASET.SYNTH_SIZE = 600  # SYNTH: number of generated images
+_C.DATASET.SYNTH_NOISE = 0.1  # SYNTH: pixel noise std of generated images
+
+# ----------------------------------------------------------------------------- model
+_C.MODEL = CN()
+_C.MODEL.NAME = "timm"  # registry name: timm | c2t_base | c2t_small | c2t_lite ...
+_C.MODEL.BACKBONE = "resnet18"  # timm model name (MODEL.NAME = timm), or the spatial branch of c2t
+_C.MODEL.PRETRAINED = "none"  # local weight file of the backbone / spatial branch, or "none"
+_C.MODEL.VIT = "eva_large_patch14_196.mim_m38m"  # c2t: transformer branch (timm name)
+_C.MODEL.VIT_PRETRAINED = "none"  # c2t: local weight file of the transformer branch, or "none"
+_C.MODEL.FUSION_DIM = 0  # c2t: cross-fusion width (0 = transformer width)
+_C.MODEL.FUSION_HEADS = 8  # c2t: heads of each cross-attention block
+_C.MODEL.TA_BLOCKS = True  # c2t: channel-aware TA blocks before every spatial stage
+_C.MODEL.TA_FAITHFUL = True  # c2t: keep the original's reshape of (attn @ v) (False = proper transpose)
+_C.MODEL.DROP_PATH = 0.1  # stochastic depth of the timm branches
+_C.MODEL.HEAD_BN = False  # BatchNorm1d before the linear head
+_C.MODEL.CHANNELS_LAST = True  # channels_last memory format on CUDA
+_C.MODEL.COMPILE = False  # torch.compile the model (off by default; slow to start on CPU)
+
+# ----------------------------------------------------------------------------- fine-tuning
+_C.FINETUNE = CN()
+_C.FINETUNE.MODE = "full"  # full | partial (cross-fusion + head) | head
+_C.FINETUNE.TRAIN_TA = False  # partial mode: also train the TA blocks
+
+_C.RELOAD = CN()
+_C.RELOAD.TYPE = False  # start from a checkpoint of another experiment
+_C.RELOAD.NAME = "backbone"  # kept for seed-config compatibility
+_C.RELOAD.MODEL_FOLDER_NAME = ""  # exp_results/<DATASET>/<folder>/ holding the checkpoint
+_C.RELOAD.DATASET = ""  # dataset folder of that experiment ("" = DATASET.NAME)
+_C.RELOAD.PTH = "best_model.pth"  # checkpoint file in that folder (or an absolute path)
+_C.RELOAD.FREEZE = False  # alias of FINETUNE.MODE = head
+_C.RELOAD.PARTIAL_FINE_TUNING = False  # alias of FINETUNE.MODE = partial
+_C.RELOAD.TRUSTED = False  # allow full unpickling of a legacy checkpoint (only files you trust!)
+
+# ----------------------------------------------------------------------------- training
+_C.TRAIN = CN()
+_C.TRAIN.BATCH_SIZE = 64  # global batch size (split across DDP ranks)
+_C.TRAIN.MAX_EPOCH = 30
+_C.TRAIN.SHUFFLE = True
+_C.TRAIN.NUM_WORKERS = 4  # DataLoader workers (only when DATASET.CACHE is off)
+_C.TRAIN.CLIP_GRAD = True  # clip the gradient norm
+_C.TRAIN.CLIP_NORM = 10.0  # max gradient norm when CLIP_GRAD
+_C.TRAIN.AMP = "auto"  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off; CPU = off
+_C.TRAIN.EMA = False  # keep an exponential moving average of the weights, evaluate it
+_C.TRAIN.EMA_DECAY = 0.999
+_C.TRAIN.RESUME = ""  # "" | auto (last.pth of this experiment) | path to a last.pth
+_C.TRAIN.ON_NONFINITE = "stop"  # stop | skip: what a NaN/inf loss does
+_C.TRAIN.EVAL_EVERY = 1  # validate every N epochs (always on the last)
+_C.TRAIN.LOG_EVERY = 20  # sync loss to the host every N steps (no per-step .item())
+_C.TRAIN.DATAAUG = CN()
+_C.TRAIN.DATAAUG.TYPE = "base"  # base (flip + pad-crop) | none
+_C.TRAIN.DATAAUG.ON_GPU = True  # run tensor augmentation on the training device
+_C.TRAIN.OPTIMIZER = CN()
+_C.TRAIN.OPTIMIZER.TYPE = "adam"  # sgd | adam | adamw
+_C.TRAIN.OPTIMIZER.MOMENTUM = 0.9  # sgd momentum
+_C.TRAIN.OPTIMIZER.WEIGHT_DECAY = 5e-4
+_C.TRAIN.LR_SCHEDULER = CN()
+_C.TRAIN.LR_SCHEDULER.TYPE = "plateau"  # plateau | multistep | warmup_cosine | none
+_C.TRAIN.LR_SCHEDULER.LR_STEP = [10, 20]  # multistep milestones (epochs)
+_C.TRAIN.LR_SCHEDULER.LR_FT = 1e-5  # learning rate of pretrained (backbone) parameters
+_C.TRAIN.LR_SCHEDULER.LR_NEW = 1e-4  # learning rate of new layers (head, fusion, TA)
+_C.TRAIN.LR_SCHEDULER.WMUP_COEF = 0.1  # warmup starts at this fraction of the LR
+_C.TRAIN.LR_SCHEDULER.WMUP_EPOCHS = 1  # warmup length (warmup_cosine)
+_C.TRAIN.LR_SCHEDULER.PATIENCE = 4  # plateau patience (epochs)
+_C.TRAIN.LR_SCHEDULER.FACTOR = 0.1  # plateau / multistep decay factor
+
+# ----------------------------------------------------------------------------- loss
+_C.LOSS = CN()
+_C.LOSS.TYPE = "bceloss"  # seed alias: bceloss | scaledbceloss | gradnormloss | focalloss | myloss
+_C.LOSS.TERMS = []  # explicit stack: [{NAME: bce, WEIGHT: 1.0, ...}, ...]; overrides TYPE
+_C.LOSS.SAMPLE_WEIGHT = ""  # "" | weight (DeepMAR positive/negative weighting from train priors)
+_C.LOSS.LOSS_WEIGHT = [1.0]  # seed key, kept for compatibility
+_C.LOSS.SIZESUM = True  # sum over attributes, mean over batch (False: mean over both)
+_C.LOSS.LABEL_SMOOTH = 0.0  # BCE label smoothing
+_C.LOSS.FOCAL_ALPHA = 0.25
+_C.LOSS.FOCAL_GAMMA = 2.0
+_C.LOSS.LA_MODE = "none"  # logit adjustment: none | train | posthoc
+_C.LOSS.LA_TAU = 1.0
+_C.LOSS.LOGIT_UPDATE = False  # scale logits by validation recall ratios (the seed study's best)
+_C.LOSS.GRADNORM_ALPHA = 1.5
+_C.LOSS.GRADNORM_LR = 0.025  # learning rate of the GradNorm task weights
+
+# ----------------------------------------------------------------------------- metrics
+_C.METRIC = CN()
+_C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction
+_C.METRIC.GROUP_ARGMAX = False  # decode exclusive groups as arg-max before metrics
+_C.METRIC.SELECT = "ma"  # metric that chooses the best epoch: ma | instance_f1 | mean_acc
+
+# ----------------------------------------------------------------------------- inference / video
+_C.TEST = CN()
+_C.TEST.SPLIT = "test"  # --mode eval: split to evaluate (train | val | test | all)
+_C.TEST.BATCH_SIZE = 128
+_C.TEST.MODEL_FOLDER_NAME = ""  # experiment folder whose best_model.pth is used ("" = NAME)
+_C.TEST.PRETRAINED_WEIGHTS = ""  # explicit checkpoint path (wins over MODEL_FOLDER_NAME)
+_C.TEST.VIDEO_PATH = ""  # a video file or a folder of videos
+_C.TEST.VIDEO_NAME = ""  # only this file inside VIDEO_PATH when it is a folder
+_C.TEST.OUTPUT_VIDEO_PATH = "exp_results/videos"  # where annotated videos, JSON and CSV go
+_C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else hog) | yolo | hog | file
+_C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,score)
+_C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
+_C.TEST.YOLO_CONF = 0.4  # detector score threshold
+_C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N frames
+_C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities
+_C.TEST.EMA_ALPHA = 0.3  # weight of the newest observation (ema)
+_C.TEST.WINDOW = 15  # observations averaged (window)
+_C.TEST.MIN_BOX_HEIGHT = 48  # smaller person boxes are skipped
+_C.TEST.MIN_BOX_WIDTH = 16
+_C.TEST.HOG_SCALE = 1.05  # HOG detector pyramid scale
+_C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
+_C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops
+_C.TEST.PREDICT_CSV = ""  # --mode predict: output CSV ("" = <experiment>/predictions.csv)
+
+# ----------------------------------------------------------------------------- distributed
+_C.DIST = CN()
+_C.DIST.BACKEND = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+_C.DIST.SYNC_BN = True  # SyncBatchNorm under DDP on CUDA
+
+# ----------------------------------------------------------------------------- logging
+_C.VIS = CN()
+_C.VIS.TENSORBOARD = True  # write TensorBoard events in the experiment folder
+_C.VIS.PLOTS = True  # PNG curves and per-attribute bar charts
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh copy of the defaults (never mutate _C itself)."""
+    return _C.clone()

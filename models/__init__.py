@@ -1,0 +1,12 @@
+"""Models: a registry of backbones, the PAR model (backbone + head), fine-tuning modes."""
+import os
+
+# timm/huggingface must never try the network: a hub download hangs on offline machines.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from models.build import build_model  # noqa: E402
+from models.par_model import PARModel  # noqa: E402
+from models.registry import create_backbone, list_models, register_model  # noqa: E402
+import models.timm_backbone  # noqa: E402,F401  (registers "timm")
+
+__all__ = ["PARModel", "build_model", "create_backbone", "list_models", "register_model"]

@@ -1,0 +1,66 @@
+"""Backbone + linear head, with named parameter groups (the one place that defines them)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClassifierHead(nn.Module):
+    """Linear layer from the backbone feature to one logit per attribute (optional BatchNorm1d)."""
+
+    def __init__(self, in_dim: int, num_attrs: int, bn: bool = False):
+        super().__init__()
+        self.logits = nn.Linear(in_dim, num_attrs)
+        self.bn = nn.BatchNorm1d(num_attrs) if bn else nn.Identity()
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.logits(feat))
+
+
+class PARModel(nn.Module):
+    """``backbone(x) -> (B, D)`` features, ``head -> (B, num_attrs)`` logits.
+
+    The backbone exposes ``out_dim``, ``param_groups() -> {group: [modules]}`` and
+    ``shared_params()`` (the last layer before the head, for GradNorm). Groups named in
+    ``PRETRAINED_GROUPS`` take ``LR_FT``; every other group takes ``LR_NEW``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_attrs: int, head_bn: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.head = ClassifierHead(backbone.out_dim, num_attrs, head_bn)
+        self.num_attrs = num_attrs
+        # Inputs are RGB in [0, 1]; the normalisation the backbone was pretrained with lives here,
+        # so training, video, ONNX export and user code all feed the same thing.
+        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(backbone, "input_std", IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, D) features."""
+        return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, num_attrs) logits."""
+        return self.head(self.forward_features(x))
+
+    def param_groups(self) -> dict[str, list[nn.Module]]:
+        return {**self.backbone.param_groups(), "head": [self.head]}
+
+    def shared_params(self) -> list[nn.Parameter]:
+        return list(self.backbone.shared_params())
+
+    def train(self, mode: bool = True) -> "PARModel":
+        """Fully frozen groups stay in eval mode (no dropout, no BatchNorm statistic updates)."""
+        super().train(mode)
+        if mode:
+            for modules in self.param_groups().values():
+                params = [p for m in modules for p in m.parameters()]
+                if params and not any(p.requires_grad for p in params):
+                    for m in modules:
+                        m.eval()
+        return self
