@@ -26,6 +26,7 @@ _C.DATASET.ATTRS = []  # attributes to learn, in order; empty = every attribute 
 _C.DATASET.GROUPS = []  # attribute groups: [name, kind, attr, attr, ...], kind = exclusive | optional
 _C.DATASET.LABEL = "eval"  # public datasets: eval (published evaluated subset) | all
 _C.DATASET.SPLIT_ID = 0  # public datasets with several random partitions (PETA, RAP)
+_C.DATASET.UNCERTAIN_LABEL = "negative"  # RAP / PKL label 2 (uncertain): negative (0, as Rethinking_of_PAR) | unknown (-1, masked)
 _C.DATASET.TRAIN_SPLIT = "train"  # split used for training (trainval to train on train+val)
 _C.DATASET.VAL_SPLIT = "val"  # split used to select the best epoch
 _C.DATASET.TEST_SPLIT = "test"  # reported at the best epoch when present; "" to skip

@@ -64,3 +64,7 @@ def validate_config(cfg: CN) -> None:
                     f"DATASET.GROUPS group '{g[0]}' names unknown attribute(s) {unknown}; "
                     "each must be listed in DATASET.ATTRS"
                 )
+
+    from losses.spec import check_loss_config  # LOSS.TYPE / LOSS.TERMS and their term parameters
+
+    check_loss_config(cfg)

@@ -1,28 +1,71 @@
+"""cfg -> LossStack (``LOSS.TERMS`` or the seed alias ``LOSS.TYPE``; see losses/README.md)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from configs.loader import ConfigError
+from dataset.base import AttrGroup
+from losses.bce import BCETerm
+from losses.categorical import CategoricalTerm
+from losses.focal import FocalTerm
+from losses.gradnorm import GradNormTerm
+from losses.spec import LossSpec, TermSpec, resolve_loss_spec
+from losses.stack import LossStack
 
-class LossStack(nn.Module):
-    def __init__(self, sizesum: bool = True):
-        super().__init__()
-        self.sizesum = sizesum
-
-    def forward(self, logits, targets):
-        mask = (targets >= 0).to(logits.dtype)
-        loss = F.binary_cross_entropy_with_logits(logits, targets.clamp(min=0).to(logits.dtype), reduction="none") * mask
-        loss = loss.sum(1).mean() if self.sizesum else loss.sum() / mask.sum().clamp(min=1)
-        return loss, {"bce": loss.detach()}
-
-    def on_validation_end(self, pos_recall: np.ndarray, neg_recall: np.ndarray) -> None:
-        pass
-
-    def adjust_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits
+log = logging.getLogger(__name__)
 
 
-def build_loss(cfg, attr_names, groups, priors, model=None) -> LossStack:
-    return LossStack(cfg.LOSS.SIZESUM)
+def _exclusive_indices(attr_names: list[str], groups: list[AttrGroup]) -> list[list[int]]:
+    out = []
+    for g in groups:
+        if g.kind != "exclusive":
+            continue
+        missing = [a for a in g.attrs if a not in attr_names]
+        if missing:
+            raise ConfigError(f"attribute group '{g.name}' names {missing}, which are not trained attributes; "
+                              "fix DATASET.GROUPS or DATASET.ATTRS")
+        if len(g.attrs) >= 2:
+            out.append(g.indices(attr_names))
+    return out
+
+
+def _make_term(t: TermSpec, attr_names: list[str], groups: list[AttrGroup], model: nn.Module | None) -> nn.Module:
+    p = t.params
+    if t.name == "bce":
+        return BCETerm(p["LABEL_SMOOTH"], p["SAMPLE_WEIGHT"], p["SCALE"])
+    if t.name == "focal":
+        return FocalTerm(p["ALPHA"], p["GAMMA"], p["SAMPLE_WEIGHT"])
+    if t.name == "categorical":
+        idx = _exclusive_indices(attr_names, groups)
+        if not idx:
+            raise ConfigError("the categorical loss needs at least one 'exclusive' attribute group "
+                              "(DATASET.GROUPS, e.g. [Age, exclusive, young, adult, old]); none is defined")
+        return CategoricalTerm(idx, p["FALLBACK"], p["LABEL_SMOOTH"], p["SAMPLE_WEIGHT"])
+    if t.name == "gradnorm":
+        if model is None or not hasattr(model, "shared_params"):
+            raise ConfigError("the gradnorm loss needs the model (its shared_params()); pass model= to build_loss")
+        term = GradNormTerm(len(attr_names), model.shared_params, p["ALPHA"], p["LR"],
+                            p["LABEL_SMOOTH"], p["SAMPLE_WEIGHT"], p["SCALE"])
+        term.shared_trainable()  # fail now, not at the first step, when the shared layer is frozen
+        return term
+    raise ConfigError(f"loss term {t.name!r} has no implementation")  # spec and build out of sync
+
+
+def build_from_spec(spec: LossSpec, attr_names: list[str], groups: list[AttrGroup], priors: np.ndarray | None,
+                    model: nn.Module | None = None) -> LossStack:
+    if spec.needs_priors and priors is None:
+        raise ConfigError("sample weighting and logit adjustment need the train-split priors; "
+                          "pass priors=PARData.label_priors('train') to build_loss")
+    terms = [(t.name, t.weight, _make_term(t, attr_names, groups, model)) for t in spec.terms]
+    return LossStack(terms, len(attr_names), priors, spec.sizesum, spec.logit_update, spec.la_mode, spec.la_tau)
+
+
+def build_loss(cfg, attr_names: list[str], groups: list[AttrGroup], priors: np.ndarray | None,
+               model: nn.Module | None = None) -> LossStack:
+    """The training criterion described by ``cfg.LOSS`` for these attributes / groups / train priors."""
+    stack = build_from_spec(resolve_loss_spec(cfg), list(attr_names), list(groups), priors, model)
+    log.info("loss: %s", stack.extra_repr())
+    return stack

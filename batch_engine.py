@@ -1,0 +1,190 @@
+"""One training epoch and one evaluation pass. Everything else (data, model, results) is built
+elsewhere and passed in; the device was decided once by the caller.
+
+No host-device sync happens per step: the loss is accumulated on the device and read at
+``log_every`` intervals (on CPU, where a sync costs nothing, every step is checked).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf and TRAIN.ON_NONFINITE is 'stop'."""
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (finish the step, save, exit)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self) -> "StopRequest":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: finishing the current step, then saving last.pth",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class ModelEma(nn.Module):
+    """Exponential moving average of the weights (buffers copied), evaluated instead of the model."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema_p = [p for p in self.module.state_dict().values() if p.dtype.is_floating_point]
+        cur_p = [p for p in model.state_dict().values() if p.dtype.is_floating_point]
+        torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.decay)
+
+
+@dataclass
+class EpochResult:
+    loss: float = 0.0
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    skipped_steps: int = 0
+    interrupted: bool = False
+    parts: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, *,
+                    device: torch.device, amp_dtype: torch.dtype | None = None,
+                    scaler: torch.amp.GradScaler | None = None, clip_norm: float = 0.0,
+                    ema: ModelEma | None = None, epoch: int = 0, log_every: int = 20,
+                    on_nonfinite: str = "stop", stop: StopRequest | None = None, start_step: int = 0,
+                    progress: bool = True, on_step=None) -> EpochResult:
+    """Train one epoch; returns its mean loss and speed. Stops early (``interrupted``) on a stop request."""
+    model.train()
+    criterion.train()
+    res = EpochResult()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    loss_sum = torch.zeros((), device=device)
+    pending_bad = torch.zeros((), device=device, dtype=torch.int64)
+    sync_every_step = device.type == "cpu" or on_nonfinite == "skip"
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=None if progress else True, mininterval=1.0,
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    step = start_step
+    for x, y, _ in bar:
+        with autocast(device, amp_dtype):
+            logits = model(x)
+            loss, parts = criterion(logits.float(), y)
+        finite = torch.isfinite(loss)
+        if sync_every_step and not bool(finite):
+            msg = f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}"
+            if on_nonfinite == "stop":
+                raise NonFiniteLoss(msg + "; the last good checkpoint is kept (lower the LR or set TRAIN.ON_NONFINITE skip)")
+            log.warning("%s: step skipped", msg)
+            res.skipped_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        loss_sum += loss.detach()
+        if not sync_every_step:
+            pending_bad += (~finite).long()
+        res.steps += 1
+        res.images += x.shape[0]
+        step += 1
+        if on_step is not None:
+            on_step(step)
+        if res.steps % log_every == 0:
+            if not sync_every_step and int(pending_bad):
+                raise NonFiniteLoss(f"non-finite loss at epoch {epoch} between steps {step - log_every} and {step}; "
+                                    "the last good checkpoint is kept (lower the LR or set TRAIN.ON_NONFINITE skip)")
+            bar.set_postfix(loss=f"{loss_sum.item() / res.steps:.4f}",
+                            img_s=f"{res.images / (time.perf_counter() - t0):.1f}")
+        if stop is not None and stop.requested:
+            res.interrupted = True
+            break
+    if not sync_every_step and int(pending_bad):
+        raise NonFiniteLoss(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
+    res.seconds = time.perf_counter() - t0
+    res.loss = loss_sum.item() / max(res.steps, 1)
+    res.parts = {k: float(v) for k, v in parts.items()} if res.steps else {}
+    res.last_step = step
+    return res
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, loader, criterion: nn.Module, *, device: torch.device,
+             amp_dtype: torch.dtype | None = None, desc: str = "eval",
+             progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Returns (probabilities, labels, row indices, mean loss) over the loader."""
+    model.eval()
+    criterion.eval()
+    probs, labels, rows = [], [], []
+    loss_sum = torch.zeros((), device=device)
+    n = 0
+    for x, y, idx in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, mininterval=1.0):
+        with autocast(device, amp_dtype):
+            logits = model(x).float()
+        loss, _ = criterion(logits, y)
+        loss_sum += loss * x.shape[0]
+        n += x.shape[0]
+        probs.append(torch.sigmoid(criterion.adjust_logits(logits)).cpu())
+        labels.append(y.cpu())
+        rows.append(idx)
+    return (torch.cat(probs).numpy(), torch.cat(labels).numpy(), torch.cat(rows).numpy(),
+            loss_sum.item() / max(n, 1))

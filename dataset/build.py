@@ -1,0 +1,76 @@
+"""cfg -> PARData -> one BatchLoader per split."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from yacs.config import CfgNode as CN
+
+from dataset.base import DataError, PARData
+from dataset.loader import BadImageLog, BatchLoader, _FileBatches, build_cache
+from dataset.registry import read_dataset
+
+log = logging.getLogger(__name__)
+
+
+def build_data(cfg: CN) -> PARData:
+    """Read the dataset named in the config (plus DATASET.SOURCES for mixed training)."""
+    data = read_dataset(cfg)
+    if cfg.DATASET.SOURCES:
+        from configs.loader import load_config
+        from dataset.public.mixed import merge_datasets
+
+        extra = [read_dataset(load_config(path)) for path in cfg.DATASET.SOURCES]
+        data = merge_datasets([data, *extra], data.attr_names)
+    for split in {cfg.DATASET.TRAIN_SPLIT, cfg.DATASET.VAL_SPLIT}:
+        if split not in data.splits:
+            raise DataError(f"{data.name} has no split '{split}' (has {', '.join(data.splits)}); "
+                            "set DATASET.TRAIN_SPLIT / VAL_SPLIT")
+        if len(data.splits[split]) == 0:
+            raise DataError(f"{data.name}: split '{split}' is empty; check the DATASET.*_SPLIT fractions")
+    return data
+
+
+def used_splits(cfg: CN, data: PARData) -> list[str]:
+    d = cfg.DATASET
+    names = [d.TRAIN_SPLIT, d.VAL_SPLIT]
+    if d.TEST_SPLIT and d.TEST_SPLIT in data.splits and len(data.splits[d.TEST_SPLIT]):
+        names.append(d.TEST_SPLIT)
+    return list(dict.fromkeys(names))
+
+
+def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.device, rank: int = 0,
+                  world: int = 1) -> tuple[dict[str, BatchLoader], BadImageLog]:
+    """Loaders for ``splits``. With DATASET.CACHE the images of those splits are decoded once;
+    rows whose image is bad are dropped from the splits (and counted)."""
+    d = cfg.DATASET
+    size = (d.HEIGHT, d.WIDTH)
+    bad = BadImageLog(d.ON_BAD_IMAGE)
+    rows_used = np.unique(np.concatenate([data.splits[s] for s in splits]))
+    images = None
+    keep = {s: data.splits[s] for s in splits}
+    files = None
+    if d.CACHE:
+        tensor, ok = build_cache([data.image_paths[i] for i in rows_used], size, d.MAX_IMAGE_PIXELS, bad,
+                                 d.CACHE_DIR, desc=f"caching {len(rows_used)} {data.name} images")
+        images = torch.zeros((len(data.image_paths), 3, *size), dtype=torch.uint8)
+        images[torch.as_tensor(rows_used)] = tensor
+        good = set(rows_used[ok].tolist())
+        keep = {s: np.asarray([r for r in data.splits[s] if r in good], np.int64) for s in splits}
+        if device.type == "cuda":
+            images = images.to(device)  # a few hundred MB at most; batches never cross PCIe again
+        if bad.skipped:
+            log.warning("%d image(s) skipped as unreadable (DATASET.ON_BAD_IMAGE=skip)", len(bad.skipped))
+    else:
+        files = _FileBatches(data.image_paths, size, d.MAX_IMAGE_PIXELS, d.ON_BAD_IMAGE)
+    loaders = {}
+    for s in splits:
+        train = s == d.TRAIN_SPLIT
+        if len(keep[s]) == 0:
+            raise DataError(f"split '{s}' has no usable image left; check DATASET.IMAGE_PATH")
+        bs = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
+        loaders[s] = BatchLoader(keep[s], data.labels, bs, train=train, seed=cfg.SEED, device=device,
+                                 images=images, files=files, num_workers=cfg.TRAIN.NUM_WORKERS,
+                                 rank=rank, world=world, augment=cfg.TRAIN.DATAAUG.TYPE != "none", bad=bad)
+    return loaders, bad

@@ -1,0 +1,178 @@
+"""Batches for the engine: an in-memory uint8 image cache (default) or streamed files.
+
+Either way a batch is built from a list of row indices, decided up front from (seed, epoch),
+so runs are reproducible, resumable mid-epoch and shardable across DDP ranks.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dataset.augment import augment_batch
+from dataset.base import DataError
+from dataset.images import BadImage, load_image
+
+log = logging.getLogger(__name__)
+
+
+class BadImageLog:
+    """Counts skipped images; ``on_bad='error'`` turns the first one into a DataError."""
+
+    def __init__(self, on_bad: str):
+        self.on_bad = on_bad
+        self.skipped: dict[str, str] = {}
+
+    def report(self, path: Path, why: str) -> None:
+        if self.on_bad == "error":
+            raise DataError(f"bad image {path}: {why} (set DATASET.ON_BAD_IMAGE skip to skip such files)")
+        if str(path) not in self.skipped and len(self.skipped) < 20:
+            log.warning("skipping image %s: %s", path, why)
+        self.skipped[str(path)] = why
+
+
+def _cache_key(paths: list[Path], size_hw: tuple[int, int]) -> str:
+    h = hashlib.sha1(f"{size_hw}".encode())
+    for p in paths:
+        st = p.stat() if p.exists() else None
+        h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(paths: list[Path], size_hw: tuple[int, int], max_pixels: int, bad: BadImageLog,
+                cache_dir: str = "", desc: str = "caching images") -> tuple[torch.Tensor, np.ndarray]:
+    """Decode + resize every image once: (N, 3, H, W) uint8 tensor and a bool mask of usable rows."""
+    if cache_dir:
+        file = Path(cache_dir) / f"images_{size_hw[0]}x{size_hw[1]}_{_cache_key(paths, size_hw)}.npz"
+        if file.is_file():
+            with np.load(file) as z:
+                log.info("image cache loaded from %s", file)
+                return torch.from_numpy(z["images"]), z["ok"]
+    images = np.zeros((len(paths), size_hw[0], size_hw[1], 3), np.uint8)
+    ok = np.ones(len(paths), bool)
+
+    def work(i: int) -> tuple[int, np.ndarray | str]:
+        try:
+            return i, load_image(paths[i], size_hw, max_pixels)
+        except BadImage as e:
+            return i, str(e)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL decodes without the GIL
+        for i, res in tqdm(pool.map(work, range(len(paths))), total=len(paths), desc=desc, leave=False,
+                           mininterval=1.0):
+            if isinstance(res, str):
+                ok[i] = False
+                bad.report(paths[i], res)
+            else:
+                images[i] = res
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    if cache_dir:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp.npz")
+        np.savez(tmp, images=tensor.numpy(), ok=ok)
+        tmp.replace(file)
+        log.info("image cache saved to %s", file)
+    return tensor, ok
+
+
+class _FileBatches(torch.utils.data.Dataset):
+    """Streaming path: an item is a whole batch (an array of rows), decoded in a worker."""
+
+    def __init__(self, paths: list[Path], size_hw: tuple[int, int], max_pixels: int, on_bad: str):
+        self.paths, self.size_hw, self.max_pixels, self.on_bad = paths, size_hw, max_pixels, on_bad
+
+    def __getitem__(self, rows: np.ndarray):
+        imgs, keep, bad = [], [], []
+        for r in rows:
+            try:
+                imgs.append(load_image(self.paths[r], self.size_hw, self.max_pixels))
+                keep.append(r)
+            except BadImage as e:
+                if self.on_bad == "error":
+                    raise DataError(f"bad image {self.paths[r]}: {e} (set DATASET.ON_BAD_IMAGE skip to skip it)")
+                bad.append((str(self.paths[r]), str(e)))
+        arr = np.stack(imgs) if imgs else np.zeros((0, *self.size_hw, 3), np.uint8)
+        return torch.from_numpy(arr).permute(0, 3, 1, 2), torch.as_tensor(np.asarray(keep, np.int64)), bad
+
+
+class BatchLoader:
+    """Iterate (images float [0,1] on device, labels on device, row indices) for one split."""
+
+    def __init__(self, rows: np.ndarray, labels: np.ndarray, batch_size: int, *, train: bool, seed: int,
+                 device: torch.device, images: torch.Tensor | None = None, files: _FileBatches | None = None,
+                 num_workers: int = 0, rank: int = 0, world: int = 1, augment: bool = True,
+                 bad: BadImageLog | None = None):
+        self.rows = np.asarray(rows, np.int64)
+        self.labels = torch.as_tensor(labels, dtype=torch.float32)
+        self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
+        self.images, self.files, self.num_workers = images, files, num_workers
+        self.rank, self.world, self.augment = rank, world, augment and train
+        self.bad = bad
+        self.epoch = 0
+        self.start_step = self._offset = 0
+        self._loader = None
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def _batches(self) -> list[np.ndarray]:
+        rows = self.rows
+        if self.train:
+            g = np.random.default_rng([self.seed, self.epoch])
+            rows = rows[g.permutation(len(rows))]
+            per_rank = len(rows) // self.world  # equal shards keep DDP ranks in step
+            rows = rows[self.rank * per_rank:(self.rank + 1) * per_rank]
+            bs = self.batch_size // self.world
+            n = len(rows) // bs if len(rows) >= bs else 1  # drop the ragged last batch
+            return [rows[i * bs:(i + 1) * bs] for i in range(n)]
+        rows = rows[self.rank::self.world]
+        return [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        batches = self._batches()[self.start_step:]
+        self._offset, self.start_step = self.start_step, 0
+        if self.images is not None:
+            for step, rows in enumerate(batches):
+                imgs = self.images[torch.as_tensor(rows, device=self.images.device)]
+                yield self._finish(imgs, rows, step)
+            return
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self.files, batch_size=None, sampler=_Batches(), num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0)
+        self._loader.sampler.batches = batches
+        for step, (imgs, keep, bad) in enumerate(self._loader):
+            for path, why in bad:
+                self.bad.report(Path(path), why)
+            if len(keep):
+                yield self._finish(imgs, keep.numpy(), step)
+
+    def _finish(self, imgs: torch.Tensor, rows: np.ndarray, step: int):
+        x = imgs.to(self.device, non_blocking=True).float().div_(255)
+        if self.augment:
+            # tuple-of-int hashes are stable across processes, so the draw depends on (seed, epoch, step)
+            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, step + self._offset)) & 0x7FFFFFFF)
+            x = augment_batch(x, gen)
+        y = self.labels[torch.as_tensor(rows)].to(self.device, non_blocking=True)
+        return x, y, torch.as_tensor(rows)
+
+
+class _Batches:
+    """A sampler whose batch list is replaced every epoch (works with persistent workers)."""
+
+    batches: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,0 +1,70 @@
+"""The single entry point.
+
+    uv run run.py --config-file configs/native.yaml [--mode train|eval|video|predict] [KEY VALUE ...]
+
+Trailing KEY VALUE pairs override the YAML (e.g. ``TRAIN.BATCH_SIZE 32``). Under
+``torchrun --nproc_per_node=N run.py ...`` training runs with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+MODES = ("train", "eval", "video", "predict")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Pedestrian attribute recognition: train, evaluate, run on video.")
+    p.add_argument("--config-file", required=True, help="experiment YAML (may inherit with _BASE_)")
+    p.add_argument("--mode", choices=MODES, default=None, help="overrides MODE from the YAML")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same NAME")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TRAIN.MAX_EPOCH 5")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imports after argument parsing: --help stays instant.
+    from configs import load_config
+
+    opts = list(args.opts)
+    if args.mode:
+        opts += ["MODE", args.mode]
+    cfg = load_config(args.config_file, opts)
+    if cfg.MODE == "train":
+        from train_upar_2024 import train
+
+        train(cfg, overwrite=args.overwrite)
+    elif cfg.MODE == "eval":
+        from train_upar_2024 import evaluate
+
+        evaluate(cfg)
+    elif cfg.MODE == "video":
+        import test_video
+
+        test_video.main(cfg)
+    else:
+        import test_video
+
+        test_video.predict_folder(cfg)
+    return 0
+
+
+def cli() -> int:
+    """Known user mistakes end with one line naming the problem and the fix, not a traceback."""
+    from tools.errors import USER_ERRORS
+
+    try:
+        return main()
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted: {e}" if str(e) else "\ninterrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        logging.getLogger("run").debug("details", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,151 @@
+"""PAR on video (``--mode video``) and on a folder of person crops (``--mode predict``).
+
+    uv run run.py --config-file configs/native.yaml --mode video TEST.VIDEO_PATH ../shared/videos
+    uv run python test_video.py --config-file configs/native.yaml TEST.VIDEO_PATH clip.mp4
+
+The checkpoint is TEST.PRETRAINED_WEIGHTS, else
+<OUTPUT_DIR>/<DATASET.NAME>/<TEST.MODEL_FOLDER_NAME or NAME>/best_model.pth.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+from yacs.config import CfgNode as CN
+
+from dataset.base import DataError
+from tools.checkpoint import CheckpointError
+from tools.inference import Predictor, read_rgb
+from tools.labels import LabelDecoder
+from tools.video.detectors import DetectorError, build_detector, resolve_detector_name
+from tools.video.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
+
+log = logging.getLogger("test_video")
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def experiment_dir(cfg: CN) -> Path:
+    return Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME / (cfg.TEST.MODEL_FOLDER_NAME or cfg.NAME)
+
+
+def resolve_checkpoint(cfg: CN) -> Path:
+    """TEST.PRETRAINED_WEIGHTS, else the experiment's best_model.pth; ``CheckpointError`` naming the keys."""
+    if cfg.TEST.PRETRAINED_WEIGHTS:
+        p = Path(cfg.TEST.PRETRAINED_WEIGHTS)
+        if not p.is_file():
+            raise CheckpointError(f"TEST.PRETRAINED_WEIGHTS: checkpoint '{p}' not found; give an existing .pth file")
+        return p
+    p = experiment_dir(cfg) / "best_model.pth"
+    if not p.is_file():
+        raise CheckpointError(f"no checkpoint at {p}; train first, or set TEST.MODEL_FOLDER_NAME (experiment "
+                              "folder) or TEST.PRETRAINED_WEIGHTS (a .pth file)")
+    return p
+
+
+def load_predictor(cfg: CN) -> Predictor:
+    return Predictor.from_checkpoint(resolve_checkpoint(cfg), device=cfg.DEVICE, batch_size=cfg.TEST.BATCH_SIZE,
+                                     trusted=cfg.RELOAD.TRUSTED)
+
+
+def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
+    """Process TEST.VIDEO_PATH (one file, or every video of a folder / TEST.VIDEO_NAME in it).
+
+    One bad video in a folder is logged and skipped; a single bad file raises its ``VideoError``.
+    Ctrl-C stops after the current video's outputs are flushed and returns what was done.
+    """
+    videos = list_videos(cfg.TEST.VIDEO_PATH, cfg.TEST.VIDEO_NAME)
+    single = Path(cfg.TEST.VIDEO_PATH).is_file() or bool(cfg.TEST.VIDEO_NAME)  # the user named this one video
+    opts = VideoOptions.from_cfg(cfg)
+    opts.validate()
+    opts.detector = resolve_detector_name(opts.detector, opts.yolo_model)
+    # hog / yolo are built once (and fail before the model loads); a file detector is per video
+    shared_det = None if opts.detector == "file" else build_detector(
+        opts.detector, yolo_model=opts.yolo_model, yolo_conf=opts.conf, hog_scale=opts.hog_scale, device=opts.device)
+    predictor = predictor or load_predictor(cfg)
+    out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
+    summaries: list[dict] = []
+    for video in videos:
+        try:
+            summaries.append(process_video(video, predictor, opts, out_dir, detector=shared_det))
+        except (VideoError, DetectorError) as e:
+            if single:
+                raise
+            log.warning("skipped %s: %s", video.name, e)
+        except KeyboardInterrupt:
+            js = output_paths(video, out_dir)["json"]
+            log.warning("interrupted by the user: %s was stopped; outputs written so far are kept in %s", video.name, out_dir)
+            if js.is_file():
+                data = json.loads(js.read_text(encoding="utf-8"))
+                summaries.append({k: v for k, v in data.items() if k not in ("tracks", "attr_names", "groups")})
+            break
+    if summaries:
+        log.info("video done: %d video(s), %d frames, %d people tracked; outputs in %s", len(summaries),
+                 sum(s["frames"] for s in summaries), sum(s["people_tracked"] for s in summaries), out_dir)
+    return summaries
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
+    """TEST.PREDICT_PATH (a folder of person crops, searched recursively) -> CSV of probabilities + labels.
+
+    Columns: ``image`` (path relative to the folder), ``labels`` (decoded, "; "-joined), one
+    probability per attribute. Unreadable images are logged and skipped.
+    """
+    folder = Path(cfg.TEST.PREDICT_PATH)
+    if not cfg.TEST.PREDICT_PATH or not folder.is_dir():
+        raise DataError(f"TEST.PREDICT_PATH: '{cfg.TEST.PREDICT_PATH}' is not a folder; give a folder of person crops")
+    images = _list_images(folder)
+    if not images:
+        raise DataError(f"TEST.PREDICT_PATH: no images ({', '.join(IMAGE_EXTS)}) in {folder}")
+    predictor = predictor or load_predictor(cfg)
+    out = Path(cfg.TEST.PREDICT_CSV) if cfg.TEST.PREDICT_CSV else experiment_dir(cfg) / "predictions.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    decoder = LabelDecoder(predictor.attr_names, predictor.groups, cfg.METRIC.THRESHOLD)
+    skipped, done = [], 0
+    step = max(1, cfg.TEST.BATCH_SIZE)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        rows = csv.writer(f)
+        rows.writerow(["image", "labels", *predictor.attr_names])
+        for i in range(0, len(images), step):
+            batch, names = [], []
+            for p in images[i:i + step]:
+                try:
+                    batch.append(read_rgb(p))
+                    names.append(p.relative_to(folder).as_posix())
+                except DataError as e:
+                    log.warning("skipped %s", e)
+                    skipped.append(str(p))
+            if not batch:
+                continue
+            for name, prob in zip(names, predictor.predict_images(batch)):
+                rows.writerow([name, "; ".join(decoder.text(decoder.decode(prob))), *(f"{v:.4f}" for v in prob)])
+            done += len(batch)
+    log.info("predicted %d image(s) from %s -> %s (%d unreadable skipped)", done, folder, out, len(skipped))
+    return {"csv": str(out), "images": done, "skipped": skipped}
+
+
+def _parse() -> tuple[CN, str]:
+    from configs.loader import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config-file", default=None)
+    ap.add_argument("--mode", choices=("video", "predict"), default="video")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    a = ap.parse_args()
+    return load_config(a.config_file, a.opts), a.mode
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg, mode = _parse()
+        main(cfg) if mode == "video" else predict_folder(cfg)
+    except (VideoError, DetectorError, CheckpointError, DataError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None

@@ -1,0 +1,1 @@
+"""Framework tools: metrics, checkpoints, results, inference, video, summaries, benchmarks."""

@@ -1,0 +1,77 @@
+"""The one place that decides the device, AMP mode and distributed set-up."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from yacs.config import CfgNode as CN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None = full precision
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def select_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE = {spec!r} but no CUDA device is visible; set DEVICE cpu or auto")
+    return device
+
+
+def select_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a GradScaler); never on CPU."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def setup_runtime(cfg: CN) -> Runtime:
+    """Read torchrun's environment (if any), pick the device, init the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(cfg.DEVICE, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = not cfg.DETERMINISTIC
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        backend = cfg.DIST.BACKEND if cfg.DIST.BACKEND != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend)
+    return Runtime(device, select_amp(cfg.TRAIN.AMP, device), rank, world, local_rank)
+
+
+def gather_arrays(rt: Runtime, *arrays):
+    """Concatenate numpy arrays from every rank (eval results are small)."""
+    if not rt.distributed:
+        return arrays
+    out = [None] * rt.world
+    dist.all_gather_object(out, arrays)
+    import numpy as np
+
+    return tuple(np.concatenate([o[i] for o in out]) for i in range(len(arrays)))

@@ -1,0 +1,104 @@
+"""Probabilities -> readable labels, from the attribute groups stored in the checkpoint.
+
+The groups are the same ``AttrGroup`` definitions the categorical loss trains with (one source of
+truth): an ``exclusive`` group yields its arg-max member, an ``optional`` group its arg-max member
+when that clears the threshold (else ``"none"``), and every ungrouped attribute is listed when its
+probability clears the threshold.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from dataset.base import AttrGroup, groups_from_cfg
+
+NONE = "none"
+
+# Display strings only: an ungrouped binary attribute whose "off" state also has a name.
+# Any attribute not listed here is shown by its own name when present.
+BINARY_DISPLAY: dict[str, tuple[str, str]] = {
+    "Gender_female": ("female", "male"),
+    "Female": ("female", "male"),
+    "personalMale": ("male", "female"),
+}
+
+
+def as_groups(groups: Iterable) -> list[AttrGroup]:
+    """Accept AttrGroup objects or checkpoint/config entries ``[name, kind, attr, ...]``."""
+    groups = list(groups)
+    if all(isinstance(g, AttrGroup) for g in groups):
+        return groups
+    return groups_from_cfg([list(g) for g in groups])
+
+
+def _short_names(attrs: Sequence[str]) -> list[str]:
+    """Members without their shared ``prefix_`` (U_black, U_blue -> black, blue)."""
+    if len(attrs) < 2:
+        return list(attrs)
+    common = os.path.commonprefix(list(attrs))
+    cut = common.rfind("_") + 1  # only whole "word_" prefixes; 0 when there is none
+    return [a[cut:] or a for a in attrs]
+
+
+class LabelDecoder:
+    """Decode (A,) probabilities of ``attr_names`` into ``{group: member, attr: display, "present": [...]}``."""
+
+    def __init__(self, attr_names: Sequence[str], groups: Iterable, threshold: float = 0.5):
+        self.attr_names = list(attr_names)
+        self.groups = as_groups(groups)
+        self.threshold = float(threshold)
+        grouped: set[str] = set()
+        self._group_idx: list[list[int]] = []
+        self._short: dict[str, str] = {}
+        for g in self.groups:
+            missing = [a for a in g.attrs if a not in self.attr_names]
+            if missing:
+                raise ValueError(f"attribute group '{g.name}' names {missing}, which the model does not predict")
+            if g.kind not in ("exclusive", "optional"):
+                raise ValueError(f"attribute group '{g.name}' has kind {g.kind!r}; use exclusive or optional")
+            self._group_idx.append(g.indices(self.attr_names))
+            self._short.update(zip(g.attrs, _short_names(g.attrs)))
+            grouped.update(g.attrs)
+        self.ungrouped = [i for i, a in enumerate(self.attr_names) if a not in grouped]
+
+    def decode(self, probs: np.ndarray) -> dict[str, str | list[str]]:
+        """Group name -> chosen member (or "none"); display-pair attribute -> its display string;
+        ``"present"`` -> the other ungrouped attributes at or above the threshold, most likely first."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if p.size != len(self.attr_names):
+            raise ValueError(f"got {p.size} probabilities for {len(self.attr_names)} attributes")
+        out: dict[str, str | list[str]] = {}
+        for g, idx in zip(self.groups, self._group_idx):
+            best = int(np.argmax(p[idx]))
+            on = g.kind == "exclusive" or p[idx[best]] >= self.threshold
+            out[g.name] = g.attrs[best] if on else NONE
+        present = []
+        for i in self.ungrouped:
+            name = self.attr_names[i]
+            if name in BINARY_DISPLAY:
+                out[name] = BINARY_DISPLAY[name][0 if p[i] >= self.threshold else 1]
+            elif p[i] >= self.threshold:
+                present.append(i)
+        out["present"] = [self.attr_names[i] for i in sorted(present, key=lambda i: -p[i])]
+        return out
+
+    def text(self, labels: dict[str, str | list[str]]) -> list[str]:
+        """Short strings for drawing, in decode order: ``"age: adult"``, ``"male"``, ``"Backpack"``.
+        Optional groups decoded as "none" are left out."""
+        lines = []
+        for g in self.groups:
+            member = labels.get(g.name, NONE)
+            if member != NONE:
+                lines.append(f"{g.name}: {self._short.get(member, member)}")
+        for i in self.ungrouped:
+            name = self.attr_names[i]
+            if name in BINARY_DISPLAY and name in labels:
+                lines.append(str(labels[name]))
+        lines.extend(labels.get("present", []))
+        return lines
+
+    def __call__(self, probs: np.ndarray) -> tuple[dict[str, str | list[str]], list[str]]:
+        labels = self.decode(probs)
+        return labels, self.text(labels)

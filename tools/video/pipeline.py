@@ -1,0 +1,359 @@
+"""Video -> detect -> track -> PAR every N frames -> smoothed labels -> annotated mp4 + JSON + CSV.
+
+Outputs in ``out_dir`` for ``<stem>.<ext>`` (frame numbers are 1-based, as in MOT files):
+``<stem>_annotated.mp4``, ``<stem>_tracks.json`` (per track: frames, boxes, mean probability per
+attribute, decoded labels; plus the run summary) and ``<stem>_frames.csv`` (one row per frame x
+tracked person). The CSV is flushed every frame and the JSON is written even when the run stops
+early (Ctrl-C, an error), marked ``"complete": false``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from tools.labels import LabelDecoder
+from tools.video.detectors import Detector, build_detector
+from tools.video.smoothing import make_smoother
+from tools.video.tracking import ByteTracker
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts", ".flv")
+CSV_FIXED = ["frame", "track_id", "x1", "y1", "x2", "y2", "det_score", "classified", "labels"]
+DEFAULT_FPS = 25.0  # when the container does not say
+
+
+class VideoError(ValueError):
+    """A video that cannot be processed; the message names the file and what to do."""
+
+
+class PredictorLike(Protocol):
+    attr_names: list[str]
+    groups: list
+
+    def predict_images(self, images: list[np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass
+class VideoOptions:
+    """The TEST.* settings the pipeline uses (``from_cfg`` reads them from a config)."""
+
+    detector: str = "auto"
+    det_file: str = ""  # a MOT file, or a folder holding <video stem>.txt
+    yolo_model: str = ""
+    conf: float = 0.4  # TEST.YOLO_CONF: detector score threshold (ByteTrack's high threshold)
+    hog_scale: float = 1.05
+    check_per_frame: int = 1
+    smoothing: str = "ema"
+    ema_alpha: float = 0.3
+    window: int = 15
+    min_box_height: int = 48
+    min_box_width: int = 16
+    max_frames: int = 0
+    threshold: float = 0.5  # METRIC.THRESHOLD
+    device: str | None = None  # for the YOLO detector
+    max_label_lines: int = 5
+    write_video: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> "VideoOptions":
+        t = cfg.TEST
+        return cls(detector=t.DETECTOR, det_file=t.DET_FILE, yolo_model=t.YOLO_MODEL, conf=t.YOLO_CONF,
+                   hog_scale=t.HOG_SCALE, check_per_frame=t.CHECK_PER_FRAME, smoothing=t.SMOOTHING,
+                   ema_alpha=t.EMA_ALPHA, window=t.WINDOW, min_box_height=t.MIN_BOX_HEIGHT,
+                   min_box_width=t.MIN_BOX_WIDTH, max_frames=t.MAX_FRAMES, threshold=cfg.METRIC.THRESHOLD,
+                   device=None if cfg.DEVICE == "auto" else cfg.DEVICE)
+
+    def validate(self) -> None:
+        if self.check_per_frame < 1:
+            raise ValueError(f"TEST.CHECK_PER_FRAME must be >= 1, got {self.check_per_frame}")
+        if self.max_frames < 0:
+            raise ValueError(f"TEST.MAX_FRAMES must be >= 0 (0 = whole video), got {self.max_frames}")
+        make_smoother(self.smoothing, self.ema_alpha, self.window)  # raises on bad values
+
+    def make_detector(self, video: Path) -> Detector:
+        det_file = Path(self.det_file) if self.det_file else Path("")
+        if self.det_file and det_file.is_dir():  # one MOT file per video, named after it
+            det_file = det_file / f"{video.stem}.txt"
+        return build_detector(self.detector, det_file=det_file if self.det_file else "", yolo_model=self.yolo_model,
+                              yolo_conf=self.conf, hog_scale=self.hog_scale, device=self.device)
+
+
+@dataclass
+class TrackRecord:
+    """Everything kept about one track id."""
+
+    track_id: int
+    smoother: Any
+    frames: list[int] = field(default_factory=list)
+    boxes: list[list[int]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    n_classified: int = 0
+    prob_sum: np.ndarray | None = None
+
+    def observe(self, probs: np.ndarray) -> None:
+        p = np.asarray(probs, np.float64)
+        self.prob_sum = p.copy() if self.prob_sum is None else self.prob_sum + p
+        self.n_classified += 1
+        self.smoother.update(p)
+
+    @property
+    def mean_probs(self) -> np.ndarray | None:
+        return None if self.prob_sum is None else self.prob_sum / self.n_classified
+
+
+def list_videos(path: str | Path, name: str = "") -> list[Path]:
+    """A video file, or the videos in a folder (only ``name`` when given), sorted."""
+    p = Path(path)
+    if not str(path) or not p.exists():
+        raise VideoError(f"video path '{path}' does not exist; set TEST.VIDEO_PATH to a video file or a folder of videos")
+    if p.is_file():
+        return [p]
+    if name:
+        f = p / name
+        if not f.is_file():
+            raise VideoError(f"TEST.VIDEO_NAME: '{name}' not found in {p}")
+        return [f]
+    vids = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+    if not vids:
+        raise VideoError(f"no videos ({', '.join(VIDEO_EXTS)}) in folder {p}; check TEST.VIDEO_PATH")
+    return vids
+
+
+def open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray, dict]:
+    """Open ``path`` and read its first frame; ``VideoError`` for a missing, non-video or empty file."""
+    if not path.exists():
+        raise VideoError(f"video not found: {path}; set TEST.VIDEO_PATH to an existing file")
+    if not path.is_file():
+        raise VideoError(f"{path} is not a file; process_video takes one video (a folder goes through test_video.main)")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path} is an empty file (0 bytes), not a video")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"{path} is not a readable video (OpenCV could not open it)")
+    ok, frame = cap.read()
+    if not ok or frame is None:
+        cap.release()
+        raise VideoError(f"{path} has no frames that OpenCV can decode")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    meta = {"fps": fps if fps and math.isfinite(fps) and fps > 0 else DEFAULT_FPS,
+            "width": int(frame.shape[1]), "height": int(frame.shape[0]),
+            "frame_count": int(max(cap.get(cv2.CAP_PROP_FRAME_COUNT), 0))}
+    return cap, frame, meta
+
+
+def _colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread BGR colour per id (golden-ratio hue steps)."""
+    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
+    hsv = np.uint8([[[hue, 200, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+def draw_track(img: np.ndarray, box: Sequence[int], track_id: int, lines: list[str]) -> None:
+    """Box, ``#id`` and label lines stacked from the box's top-left corner (in place)."""
+    x1, y1, x2, y2 = box
+    colour = _colour(track_id)
+    scale = max(0.35, min(1.0, img.shape[0] / 900))
+    thick = max(1, int(round(scale * 2)))
+    cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick)
+    y = y1
+    for i, text in enumerate([f"#{track_id}", *lines]):
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = y if i else max(0, y - th - base - 2)  # the id sits on the box, the labels inside it
+        cv2.rectangle(img, (x1, top), (x1 + tw + 4, top + th + base + 2), colour if i == 0 else (0, 0, 0), -1)
+        cv2.putText(img, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0) if i == 0 else (255, 255, 255), 1, cv2.LINE_AA)
+        y = top + th + base + 2
+
+
+def _clip(box: np.ndarray, w: int, h: int) -> list[int]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [max(0, int(math.floor(x1))), max(0, int(math.floor(y1))), min(w, int(math.ceil(x2))), min(h, int(math.ceil(y2)))]
+
+
+def _fps(frames: int, seconds: float) -> float | None:
+    return round(frames / seconds, 2) if seconds > 0 else None
+
+
+def _round(p: np.ndarray | None, names: list[str]) -> dict[str, float] | None:
+    return None if p is None else {n: round(float(v), 4) for n, v in zip(names, p)}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def output_paths(video: Path, out_dir: Path) -> dict[str, Path]:
+    return {"video": out_dir / f"{video.stem}_annotated.mp4", "json": out_dir / f"{video.stem}_tracks.json",
+            "csv": out_dir / f"{video.stem}_frames.csv"}
+
+
+def process_video(video_path: str | Path, predictor: PredictorLike, options: VideoOptions | Any,
+                  out_dir: str | Path, detector: Detector | None = None) -> dict:
+    """Run the whole pipeline on one video; returns the summary (also stored in the JSON).
+
+    ``options`` is a ``VideoOptions`` or a config with the TEST.* keys. Raises ``VideoError`` for a
+    missing / non-video / empty file, ``DetectorError`` for a detector that cannot be built.
+    A video in which nobody is found is not an error: it is logged and its outputs hold no tracks.
+    """
+    opts = options if isinstance(options, VideoOptions) else VideoOptions.from_cfg(options)
+    opts.validate()
+    video = Path(video_path)
+    cap, frame, meta = open_video(video)
+    try:
+        detector = detector or opts.make_detector(video)
+    except BaseException:
+        cap.release()
+        raise
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(video, out_dir)
+    attr_names = list(predictor.attr_names)
+    decoder = LabelDecoder(attr_names, predictor.groups, opts.threshold)
+    tracker = ByteTracker(meta["fps"], opts.conf)
+    W, H = meta["width"], meta["height"]
+
+    writer = None
+    if opts.write_video:
+        writer = cv2.VideoWriter(str(paths["video"]), cv2.VideoWriter_fourcc(*"mp4v"), meta["fps"], (W, H))
+        if not writer.isOpened():
+            cap.release()
+            raise VideoError(f"cannot write {paths['video']} (OpenCV mp4v writer failed); check TEST.OUTPUT_VIDEO_PATH")
+
+    tracks: dict[int, TrackRecord] = {}
+    secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
+    n_frames = n_crops = 0
+    status = "running"
+    total = meta["frame_count"] or None
+    if opts.max_frames and total:
+        total = min(total, opts.max_frames)
+    t_start = time.perf_counter()
+    csv_file = open(paths["csv"], "w", newline="", encoding="utf-8")
+    bar = tqdm(total=total, unit="frame", desc=video.name, disable=not opts.progress, leave=False)
+    try:
+        rows = csv.writer(csv_file)
+        rows.writerow(CSV_FIXED + attr_names)
+        ok = True
+        while ok:
+            n_frames += 1
+            t0 = time.perf_counter()
+            dets = detector(frame, n_frames)
+            t1 = time.perf_counter()
+            tracked = tracker.update(dets)
+            t2 = time.perf_counter()
+            boxes = [_clip(b, W, H) for b in tracked.xyxy]
+            classified = set()
+            if (n_frames - 1) % opts.check_per_frame == 0 and len(tracked):
+                crops, which = [], []
+                for i, (x1, y1, x2, y2) in enumerate(boxes):
+                    if y2 - y1 < opts.min_box_height or x2 - x1 < opts.min_box_width:
+                        continue  # too small to say anything reliable about
+                    crops.append(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
+                    which.append(i)
+                if crops:
+                    probs = np.asarray(predictor.predict_images(crops))
+                    n_crops += len(crops)
+                    for i, p in zip(which, probs):
+                        tid = int(tracked.ids[i])
+                        rec = tracks.setdefault(tid, TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window)))
+                        rec.observe(p)
+                        classified.add(i)
+            t3 = time.perf_counter()
+            secs["detector"] += t1 - t0
+            secs["tracker"] += t2 - t1
+            secs["par"] += t3 - t2
+
+            for i, tid in enumerate(int(t) for t in tracked.ids):
+                rec = tracks.setdefault(tid, TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window)))
+                rec.frames.append(n_frames)
+                rec.boxes.append(boxes[i])
+                rec.scores.append(round(float(tracked.scores[i]), 4))
+                p = rec.smoother.value
+                text = decoder.text(decoder.decode(p)) if p is not None else []
+                rows.writerow([n_frames, tid, *boxes[i], f"{tracked.scores[i]:.4f}", int(i in classified),
+                               "; ".join(text), *([f"{v:.4f}" for v in p] if p is not None else [""] * len(attr_names))])
+                if writer is not None:
+                    draw_track(frame, boxes[i], tid, text[:opts.max_label_lines])
+            csv_file.flush()
+            if writer is not None:
+                writer.write(frame)
+            bar.update(1)
+            if opts.max_frames and n_frames >= opts.max_frames:
+                break
+            ok, frame = cap.read()
+            ok = ok and frame is not None
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+        csv_file.close()
+        elapsed = time.perf_counter() - t_start
+        summary = {
+            "video": str(video), "complete": status == "complete", "status": status,
+            "frames": n_frames, "people_tracked": len(tracks),
+            "tracks_classified": sum(r.n_classified > 0 for r in tracks.values()), "crops_classified": n_crops,
+            "detector": getattr(detector, "name", type(detector).__name__),
+            "fps": {**{k: _fps(n_frames, v) for k, v in secs.items()}, "overall": _fps(n_frames, elapsed)},
+            "seconds": {**{k: round(v, 3) for k, v in secs.items()}, "overall": round(elapsed, 3)},
+            "outputs": {k: str(v) for k, v in paths.items() if k != "video" or writer is not None},
+        }
+        _write_json(paths["json"], {
+            **summary,
+            "video_info": meta, "attr_names": attr_names,
+            "groups": [[g.name, g.kind, *g.attrs] for g in decoder.groups], "threshold": opts.threshold,
+            "smoothing": {"type": opts.smoothing, "ema_alpha": opts.ema_alpha, "window": opts.window},
+            "check_per_frame": opts.check_per_frame,
+            "tracks": [_track_json(r, attr_names, decoder) for r in sorted(tracks.values(), key=lambda r: r.track_id)],
+        })
+        _log_summary(summary, status)
+    if not tracks:
+        log.warning("%s: no people detected in %d frames (detector %s); outputs hold no tracks",
+                    video.name, n_frames, summary["detector"])
+    return summary
+
+
+def _track_json(rec: TrackRecord, attr_names: list[str], decoder: LabelDecoder) -> dict:
+    mean = rec.mean_probs
+    labels = decoder.decode(mean) if mean is not None else None
+    return {
+        "track_id": rec.track_id, "first_frame": rec.frames[0] if rec.frames else None,
+        "last_frame": rec.frames[-1] if rec.frames else None, "frames_seen": len(rec.frames),
+        "n_classified": rec.n_classified, "frames": rec.frames, "boxes": rec.boxes, "scores": rec.scores,
+        "probs": _round(mean, attr_names), "labels": labels,
+        "label_text": decoder.text(labels) if labels is not None else [],
+    }
+
+
+def _log_summary(s: dict, status: str) -> None:
+    f = s["fps"]
+    show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    log.info("%s [%s]: %d frames, %d people tracked (%d classified, %d crops); fps detector %s | tracker %s | "
+             "PAR %s | overall %s; outputs in %s", Path(s["video"]).name, status, s["frames"], s["people_tracked"],
+             s["tracks_classified"], s["crops_classified"], show(f["detector"]), show(f["tracker"]), show(f["par"]),
+             show(f["overall"]), Path(s["outputs"]["json"]).parent)

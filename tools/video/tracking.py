@@ -1,0 +1,46 @@
+"""ByteTrack (from the maintained ``supervision`` package) behind a two-line interface."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import supervision as sv
+
+from tools.video.detectors import Detections
+
+
+@dataclass
+class TrackedBoxes:
+    """This frame's tracked people: ``ids`` (N,) int, ``xyxy`` (N, 4) detector boxes, ``scores`` (N,)."""
+
+    ids: np.ndarray
+    xyxy: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class ByteTracker:
+    """``update(detections) -> TrackedBoxes`` once per frame; ids persist while a person stays matched.
+
+    ``conf`` is ByteTrack's high-score threshold: boxes above it start and continue tracks (a new
+    track needs conf + 0.1), boxes between 0.1 and ``conf`` only continue existing ones. A lost
+    track is kept for ``lost_seconds`` before its id is retired.
+    """
+
+    def __init__(self, fps: float, conf: float = 0.4, lost_seconds: float = 1.0, match_thresh: float = 0.8):
+        fps = max(1, int(round(fps or 30)))
+        # supervision scales the buffer by frame_rate / 30, so pass the buffer in 30 fps frames
+        self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
+                                    minimum_matching_threshold=match_thresh, frame_rate=fps)
+
+    def update(self, det: Detections) -> TrackedBoxes:
+        d = sv.Detections(xyxy=np.asarray(det.xyxy, np.float32).reshape(-1, 4),
+                          confidence=np.asarray(det.scores, np.float32).reshape(-1),
+                          class_id=np.zeros(len(det), dtype=int))
+        out = self.tracker.update_with_detections(d)
+        if len(out) == 0:
+            return TrackedBoxes(np.zeros(0, int), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        return TrackedBoxes(np.asarray(out.tracker_id, int), np.asarray(out.xyxy, np.float32),
+                            np.asarray(out.confidence, np.float32))

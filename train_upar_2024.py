@@ -1,0 +1,388 @@
+"""Training and evaluation entry points: ``train(cfg)`` and ``evaluate(cfg)``.
+
+Builds data, model, loss, optimizer and scheduler from the config, runs the batch engine and
+writes everything a person reads under ``exp_results/<DATASET>/<NAME>/``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from batch_engine import ModelEma, NonFiniteLoss, StopRequest, train_one_epoch, validate
+from dataset import build_data, build_loaders, used_splits
+from dataset.base import PARData
+from losses import build_loss
+from models import build_model
+from models.par_model import PARModel
+from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tools.device import Runtime, gather_arrays, setup_runtime
+from tools.metrics import SUMMARY_KEYS, compute_metrics, decode_exclusive, majority_baseline
+from tools.results import (plot_curves, scalar_metrics, setup_logging, write_attribute_report, write_json,
+                           write_metrics_csv)
+
+log = logging.getLogger("train")
+
+
+class ExperimentExists(RuntimeError):
+    """The experiment folder already holds a finished run."""
+
+
+def experiment_dir(cfg: CN, name: str | None = None, dataset: str | None = None) -> Path:
+    return Path(cfg.OUTPUT_DIR) / (dataset or cfg.DATASET.NAME) / (name or cfg.NAME)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def build_optimizer(cfg: CN, model: PARModel) -> torch.optim.Optimizer:
+    """Pretrained groups at LR_FT, the head at LR_NEW; frozen parameters are left out."""
+    sch, opt = cfg.TRAIN.LR_SCHEDULER, cfg.TRAIN.OPTIMIZER
+    groups = []
+    for name, modules in model.param_groups().items():
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": sch.LR_NEW if name == "head" else sch.LR_FT, "name": name})
+    if not groups:
+        raise ValueError("no trainable parameters: check FINETUNE.MODE")
+    foreach = {"foreach": True}
+    if opt.TYPE == "sgd":
+        return torch.optim.SGD(groups, momentum=opt.MOMENTUM, weight_decay=opt.WEIGHT_DECAY, **foreach)
+    fused = next(iter(model.parameters())).device.type == "cuda"
+    extra = {"fused": True} if fused else foreach
+    cls = torch.optim.Adam if opt.TYPE == "adam" else torch.optim.AdamW
+    return cls(groups, weight_decay=opt.WEIGHT_DECAY, **extra)
+
+
+def build_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
+    s = cfg.TRAIN.LR_SCHEDULER
+    if s.TYPE == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=s.FACTOR,
+                                                          patience=s.PATIENCE)
+    if s.TYPE == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.LR_STEP), gamma=s.FACTOR)
+    if s.TYPE == "warmup_cosine":
+        warm, total = s.WMUP_EPOCHS, cfg.TRAIN.MAX_EPOCH
+
+        def factor(epoch: int) -> float:
+            if epoch < warm:
+                return s.WMUP_COEF + (1 - s.WMUP_COEF) * epoch / max(warm, 1)
+            return 0.5 * (1 + np.cos(np.pi * (epoch - warm) / max(total - warm, 1)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def reload_weights(cfg: CN, model: PARModel) -> None:
+    """RELOAD: start from another experiment's checkpoint (or an original C2T-Net file).
+    A head of another size (other attribute list) is re-initialised; everything else must match."""
+    path = Path(cfg.RELOAD.PTH)
+    if not path.is_absolute() and not path.is_file():
+        path = experiment_dir(cfg, cfg.RELOAD.MODEL_FOLDER_NAME, cfg.RELOAD.DATASET or None) / cfg.RELOAD.PTH
+    ckpt = load_checkpoint(path, trusted=cfg.RELOAD.TRUSTED)
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if state is None:
+        from models.c2t.convert import convert_original_state_dict, is_original_c2t
+
+        if not is_original_c2t(ckpt):
+            raise CheckpointError(f"{path} holds neither a 'model' state dict nor an original C2T-Net checkpoint")
+        state = convert_original_state_dict(ckpt, model)
+    own = model.state_dict()
+    head_keys = [k for k in state if k.startswith("head.")]
+    if any(k in own and own[k].shape != state[k].shape for k in head_keys):
+        log.info("RELOAD: the checkpoint's head has another attribute count; the head is re-initialised")
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"RELOAD {path}: does not match the model (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}); check MODEL.* against that experiment")
+    log.info("RELOAD: weights loaded from %s", path)
+
+
+def group_indices(data: PARData) -> list[list[int]]:
+    return [g.indices(data.attr_names) for g in data.groups if g.kind == "exclusive"]
+
+
+def evaluate_split(cfg: CN, model: nn.Module, loader, criterion, rt: Runtime, data: PARData,
+                   desc: str) -> tuple[dict, float, np.ndarray]:
+    probs, labels, _, loss = validate(model, loader, criterion, device=rt.device, amp_dtype=rt.amp_dtype,
+                                      desc=desc, progress=rt.is_main)
+    probs, labels = gather_arrays(rt, probs, labels)
+    if cfg.METRIC.GROUP_ARGMAX:
+        probs = decode_exclusive(probs, group_indices(data))
+    return compute_metrics(probs, labels, cfg.METRIC.THRESHOLD), loss, probs
+
+
+# ----------------------------------------------------------------------------- training
+def train(cfg: CN, overwrite: bool = False) -> dict:
+    """Train per the config; returns the summary also written to ``summary.json``."""
+    rt = setup_runtime(cfg)
+    exp = experiment_dir(cfg)
+    resume_path = _resume_path(cfg, exp)
+    if rt.is_main and (exp / "summary.json").exists() and resume_path is None and not overwrite:
+        raise ExperimentExists(f"{exp} already holds a finished run; pass --overwrite, choose another NAME, "
+                               "or set TRAIN.RESUME auto to continue it")
+    setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
+    if rt.is_main:
+        (exp / "config.yaml").write_text(cfg.dump())
+    log.info("experiment %s on %s (AMP %s, world %d)", exp, rt.device, rt.amp_dtype, rt.world)
+    seed_everything(cfg.SEED, cfg.DETERMINISTIC)
+
+    data = build_data(cfg)
+    splits = used_splits(cfg, data)
+    loaders, bad = build_loaders(cfg, data, splits, rt.device, rt.rank, rt.world)
+    train_split, val_split = cfg.DATASET.TRAIN_SPLIT, cfg.DATASET.VAL_SPLIT
+    test_split = cfg.DATASET.TEST_SPLIT if cfg.DATASET.TEST_SPLIT in splits else ""
+    log.info("%s: %d attributes; %s", data.name, len(data.attr_names),
+             ", ".join(f"{s} {len(loaders[s].rows)} images" for s in splits))
+    priors = data.label_priors(train_split)
+
+    model = build_model(cfg, len(data.attr_names))
+    if cfg.RELOAD.TYPE:
+        reload_weights(cfg, model)
+    model.to(rt.device)
+    if rt.device.type == "cuda" and cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    ema = ModelEma(model, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
+    criterion = build_loss(cfg, data.attr_names, data.groups, priors, model).to(rt.device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    net: nn.Module = model
+    if rt.distributed:
+        if rt.device.type == "cuda" and cfg.DIST.SYNC_BN:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if cfg.MODEL.COMPILE:
+        net = torch.compile(net)
+
+    state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "history": []}
+    if resume_path is not None:
+        state = _resume(resume_path, model, optimizer, scheduler, scaler, ema, criterion, state)
+
+    writer = _tensorboard(cfg, exp, rt)
+    start_epoch = state["epoch"]
+    if start_epoch >= cfg.TRAIN.MAX_EPOCH:
+        log.info("nothing to do: already trained %d of %d epochs", start_epoch, cfg.TRAIN.MAX_EPOCH)
+    t_start = time.perf_counter()
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.TRAIN.MAX_EPOCH):
+            loaders[train_split].set_epoch(epoch, state["step"])
+            try:
+                res = train_one_epoch(net, loaders[train_split], criterion, optimizer, device=rt.device,
+                                      amp_dtype=rt.amp_dtype, scaler=scaler,
+                                      clip_norm=cfg.TRAIN.CLIP_NORM if cfg.TRAIN.CLIP_GRAD else 0.0,
+                                      ema=ema, epoch=epoch, log_every=cfg.TRAIN.LOG_EVERY,
+                                      on_nonfinite=cfg.TRAIN.ON_NONFINITE, stop=stop, start_step=state["step"],
+                                      progress=rt.is_main)
+            except torch.cuda.OutOfMemoryError:
+                raise MemoryError(f"CUDA ran out of memory at TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE}; lower it or "
+                                  "use TRAIN.AMP bf16/fp16 (or FINETUNE.MODE partial/head)") from None
+            if res.interrupted:
+                state["step"] = res.last_step
+                state["epoch"] = epoch
+                if rt.is_main:
+                    _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criterion, state)
+                raise KeyboardInterrupt(
+                    f"stopped at epoch {epoch}, step {res.last_step}; last.pth saved. Resume with: "
+                    f"uv run run.py --config-file <same config> TRAIN.RESUME auto")
+            state["step"] = 0
+            row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "train_loss": res.loss,
+                   "train_images_per_s": res.images_per_s, "train_seconds": res.seconds,
+                   "skipped_steps": res.skipped_steps, "bad_images": len(bad.skipped)}
+            row.update({f"train_{k}": v for k, v in res.parts.items()})
+            if bad.skipped:
+                log.warning("epoch %d: %d bad image(s) skipped so far", epoch, len(bad.skipped))
+            eval_model = ema.module if ema is not None else model
+            last_epoch = epoch + 1 == cfg.TRAIN.MAX_EPOCH
+            if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or last_epoch:
+                reports = {}
+                for split in [val_split] + ([test_split] if test_split else []):
+                    m, loss, _ = evaluate_split(cfg, eval_model, loaders[split], criterion, rt, data, split)
+                    reports[split] = m
+                    row[f"{_tag(cfg, split)}_loss"] = loss
+                    row.update({f"{_tag(cfg, split)}_{k}": v for k, v in scalar_metrics(m).items()})
+                val = reports[val_split]
+                criterion.on_validation_end(val["per_attr"]["pos_recall"], val["per_attr"]["neg_recall"])
+                score = val[cfg.METRIC.SELECT]
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(score)
+                log.info("epoch %d  loss %.4f  %.1f img/s | val mA %.4f F1 %.4f%s", epoch, res.loss,
+                         res.images_per_s, val["ma"], val["instance_f1"],
+                         f" | test mA {reports[test_split]['ma']:.4f}" if test_split else "")
+                if score > state["best"] and rt.is_main:
+                    state["best"], state["best_epoch"] = score, epoch
+                    _save_best(exp, cfg, data, eval_model, state, reports)
+                elif score > state["best"]:
+                    state["best"], state["best_epoch"] = score, epoch
+            if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step()
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            if rt.is_main:
+                _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criterion, state)
+                write_metrics_csv(exp / "metrics.csv", state["history"])
+                if cfg.VIS.PLOTS:
+                    plot_curves(exp / "curves.png", state["history"])
+                if writer is not None:
+                    for k, v in row.items():
+                        if isinstance(v, (int, float)) and k != "epoch":
+                            writer.add_scalar(k.replace("_", "/", 1), v, epoch)
+                    writer.flush()
+    summary = _finish(cfg, exp, data, state, loaders, t_start, rt)
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def _tag(cfg: CN, split: str) -> str:
+    """Column prefix: 'val' / 'test' whatever the split is called."""
+    return "val" if split == cfg.DATASET.VAL_SPLIT else "test"
+
+
+def _tensorboard(cfg: CN, exp: Path, rt: Runtime):
+    if not (cfg.VIS.TENSORBOARD and rt.is_main):
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(exp / "tensorboard"))
+
+
+def _resume_path(cfg: CN, exp: Path) -> Path | None:
+    r = cfg.TRAIN.RESUME
+    if not r:
+        return None
+    if r == "auto":
+        p = exp / "last.pth"
+        if not p.is_file():
+            logging.getLogger("train").info("TRAIN.RESUME auto: no %s yet, starting fresh", p)
+            return None
+        return p
+    if not Path(r).is_file():
+        raise CheckpointError(f"TRAIN.RESUME = {r!r}: file not found (use auto or a path to a last.pth)")
+    return Path(r)
+
+
+def _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criterion, state) -> None:
+    save_checkpoint({
+        "model": model.state_dict(), "attr_names": data.attr_names,
+        "groups": [[g.name, g.kind, *g.attrs] for g in data.groups], "cfg": cfg.dump(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "criterion": criterion.state_dict(), "rng": {"torch": torch.get_rng_state()},
+        "epoch": state["epoch"], "step": state["step"], "best_metric": state["best"],
+        "best_epoch": state["best_epoch"], "history": state["history"],
+    }, exp / "last.pth")
+
+
+def _save_best(exp, cfg, data, model, state, reports) -> None:
+    save_checkpoint({"model": model.state_dict(), "attr_names": data.attr_names,
+                     "groups": [[g.name, g.kind, *g.attrs] for g in data.groups], "cfg": cfg.dump(),
+                     "epoch": state["best_epoch"], "best_metric": state["best"]}, exp / "best_model.pth")
+    write_attribute_report(exp / "attributes_best.csv", data.attr_names, reports, cfg.VIS.PLOTS)
+    write_json(exp / "best_metrics.json", {"epoch": state["best_epoch"],
+                                           **{s: scalar_metrics(m) for s, m in reports.items()}})
+
+
+def _resume(path, model, optimizer, scheduler, scaler, ema, criterion, state) -> dict:
+    ck = load_checkpoint(path)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    if scheduler is not None and ck.get("scheduler") is not None:
+        scheduler.load_state_dict(ck["scheduler"])
+    if scaler is not None and ck.get("scaler") is not None:
+        scaler.load_state_dict(ck["scaler"])
+    if ema is not None and ck.get("ema") is not None:
+        ema.module.load_state_dict(ck["ema"])
+    criterion.load_state_dict(ck["criterion"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    log.info("resumed from %s at epoch %d step %d", path, ck["epoch"], ck["step"])
+    return {"epoch": ck["epoch"], "step": ck["step"], "best": ck["best_metric"], "best_epoch": ck["best_epoch"],
+            "history": list(ck["history"])}
+
+
+def _finish(cfg, exp, data, state, loaders, t_start, rt) -> dict:
+    import json
+
+    best_file = exp / "best_metrics.json"
+    best = json.loads(best_file.read_text()) if best_file.is_file() else {}
+    val = best.get(cfg.DATASET.VAL_SPLIT, {})
+    test = best.get(cfg.DATASET.TEST_SPLIT) if cfg.DATASET.TEST_SPLIT else None
+    train_labels = data.split_labels(cfg.DATASET.TRAIN_SPLIT)
+    val_labels = data.labels[loaders[cfg.DATASET.VAL_SPLIT].rows]
+    summary = {
+        "name": cfg.NAME, "dataset": data.name, "seed": cfg.SEED, "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"], "select": cfg.METRIC.SELECT,
+        "val": {k: val.get(k) for k in SUMMARY_KEYS}, "test": {k: test.get(k) for k in SUMMARY_KEYS} if test else None,
+        "majority_val": {k: v for k, v in scalar_metrics(majority_baseline(train_labels, val_labels)).items()
+                         if k in SUMMARY_KEYS},
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "config": str(exp / "config.yaml"),
+    }
+    if rt.is_main:
+        write_json(exp / "summary.json", summary)
+    log.info("best epoch %d: val mA %s%s; results in %s", state["best_epoch"],
+             f"{val.get('ma', float('nan')):.4f}",
+             f", test mA {test['ma']:.4f}" if test else "", exp)
+    return summary
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(cfg: CN) -> dict:
+    """--mode eval: load a checkpoint and write metrics for TEST.SPLIT."""
+    rt = setup_runtime(cfg)
+    exp = experiment_dir(cfg, cfg.TEST.MODEL_FOLDER_NAME or None)
+    setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
+    path = Path(cfg.TEST.PRETRAINED_WEIGHTS) if cfg.TEST.PRETRAINED_WEIGHTS else exp / "best_model.pth"
+    ck = load_checkpoint(path, trusted=cfg.RELOAD.TRUSTED)
+    data = build_data(cfg)
+    if list(ck["attr_names"]) != data.attr_names:
+        raise CheckpointError(f"{path} was trained on other attributes than DATASET.ATTRS; use the same attribute list")
+    split = cfg.TEST.SPLIT
+    if split == "all":
+        data.splits["all"] = np.arange(len(data.image_paths))
+    if split not in data.splits:
+        raise CheckpointError(f"TEST.SPLIT = {split!r} not in {sorted(data.splits)}")
+    model = build_model(_inference_cfg(cfg), len(data.attr_names))
+    model.load_state_dict(ck["model"])
+    model.to(rt.device)
+    loaders, _ = build_loaders(cfg, data, [split], rt.device, rt.rank, rt.world)
+    criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(cfg.DATASET.TRAIN_SPLIT), model)
+    if "criterion" in ck:
+        criterion.load_state_dict(ck["criterion"])
+    criterion.to(rt.device)
+    m, loss, _ = evaluate_split(cfg, model, loaders[split], criterion, rt, data, f"eval {split}")
+    out = {"checkpoint": str(path), "split": split, "loss": loss, **scalar_metrics(m)}
+    if rt.is_main:
+        write_json(exp / f"eval_{split}.json", out)
+        write_attribute_report(exp / f"eval_{split}_attributes.csv", data.attr_names, {split: m}, cfg.VIS.PLOTS)
+    log.info("%s on %s: mA %.4f, mean acc %.4f, instance F1 %.4f (written to %s)", path, split, m["ma"],
+             m["mean_acc"], m["instance_f1"], exp)
+    return out
+
+
+def _inference_cfg(cfg: CN) -> CN:
+    """The same model without loading pretrained files (the checkpoint holds every weight)."""
+    c = cfg.clone()
+    c.defrost()
+    c.MODEL.PRETRAINED = "none"
+    c.MODEL.VIT_PRETRAINED = "none"
+    c.FINETUNE.MODE = "full"
+    c.freeze()
+    return c
