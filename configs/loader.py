@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -11,6 +12,7 @@ from yacs.config import CfgNode as CN
 from configs.default import get_cfg_defaults
 
 BASE_KEY = "_BASE_"
+_YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,8 @@ def _coerce(key: str, value: Any, default: Any, origin: str) -> Any:
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _YAML11_FLOAT.match(value):  # YAML 1.1 reads 1e-5 as a string
+            return float(value)
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -136,11 +140,21 @@ def merge_opts(cfg: CN, opts: Iterable[str]) -> None:
         node[parts[-1]] = _coerce(key, value, default, "command line")
 
 
-def load_config(path: str | Path | None = None, opts: Iterable[str] = (), validate: bool = True) -> CN:
-    """Defaults <- YAML (with _BASE_) <- command-line overrides, then checked and frozen."""
+def load_config(path: str | Path | None = None, opts: Iterable[str] = (), validate: bool = True,
+                base: str | Path | None = None) -> CN:
+    """Defaults <- YAML (with _BASE_) <- command-line overrides, then checked and frozen.
+
+    ``base`` replaces the file's own ``_BASE_``: only the keys written in ``path`` are put on top
+    of ``base`` (how an experiment file runs on another preset, e.g. the CPU lite one)."""
     cfg = get_cfg_defaults()
     if path is not None:
-        _merge_dict(cfg, load_yaml_with_base(path), str(path))
+        if base is not None:
+            own = _read_yaml(Path(path))
+            own.pop(BASE_KEY, None)
+            data = _deep_merge(load_yaml_with_base(base), own)
+        else:
+            data = load_yaml_with_base(path)
+        _merge_dict(cfg, data, str(path))
     merge_opts(cfg, opts)
     apply_aliases(cfg)
     if validate:
