@@ -18,11 +18,7 @@ def build_data(cfg: CN) -> PARData:
     """Read the dataset named in the config (plus DATASET.SOURCES for mixed training)."""
     data = read_dataset(cfg)
     if cfg.DATASET.SOURCES:
-        from configs.loader import load_config
-        from dataset.public.mixed import merge_datasets
-
-        extra = [read_dataset(load_config(path)) for path in cfg.DATASET.SOURCES]
-        data = merge_datasets([data, *extra], data.attr_names)
+        data = _mix_sources(cfg, data)
     for split in {cfg.DATASET.TRAIN_SPLIT, cfg.DATASET.VAL_SPLIT}:
         if split not in data.splits:
             raise DataError(f"{data.name} has no split '{split}' (has {', '.join(data.splits)}); "
@@ -30,6 +26,26 @@ def build_data(cfg: CN) -> PARData:
         if len(data.splits[split]) == 0:
             raise DataError(f"{data.name}: split '{split}' is empty; check the DATASET.*_SPLIT fractions")
     return data
+
+
+def _mix_sources(cfg: CN, data: PARData) -> PARData:
+    """Train on this dataset's train split plus every source's; validate and test on this one alone."""
+    from configs.loader import load_config
+    from dataset.public.mixed import merge_datasets
+
+    mapping: dict[str, dict[str, str]] = {}
+    for entry in cfg.DATASET.ATTR_MAP:
+        if len(entry) != 3:
+            raise DataError(f"DATASET.ATTR_MAP entry {entry!r} must be [source dataset, source attribute, shared attribute]")
+        mapping.setdefault(str(entry[0]), {})[str(entry[1])] = str(entry[2])
+    extra = [read_dataset(load_config(path)) for path in cfg.DATASET.SOURCES]
+    merged = merge_datasets([data, *extra], data.attr_names, mapping, data.groups)
+    train = cfg.DATASET.TRAIN_SPLIT
+    own = {s: merged.splits[f"{data.name}/{s}"] for s in data.splits}
+    own[train] = np.concatenate([idx for k, idx in merged.splits.items() if k.endswith(f"/{train}")])
+    merged.splits = own
+    log.info("mixed training: %d train images from %s + %d source(s)", len(own[train]), data.name, len(extra))
+    return merged
 
 
 def used_splits(cfg: CN, data: PARData) -> list[str]:

@@ -138,14 +138,18 @@ def tube_split(ids: list[str], labels: np.ndarray, fractions: dict[str, float], 
 @register_dataset("NATIVE")
 def read_native(cfg: CN) -> PARData:
     d = cfg.DATASET
+    root = Path(d.IMAGE_PATH)  # checked before the (slow) sheet is read
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root} (set DATASET.IMAGE_PATH, or link data/NATIVE, see README)")
     ids, attrs, labels, quality = read_label_sheet(d.NATIVE_EXCEL)
+    missing = [a for a in d.ATTRS if a not in attrs]
+    if missing:
+        raise DataError(f"{d.NATIVE_EXCEL}: DATASET.ATTRS names column(s) {missing} that the sheet's header row "
+                        f"lacks (it has {', '.join(attrs)}); fix the sheet or DATASET.ATTRS")
     if d.REMOVE_LOW_QUALITY:
         keep = [i for i, q in enumerate(quality) if q != "low"]
         log.info("REMOVE_LOW_QUALITY: dropping %d low-quality rows", len(ids) - len(keep))
         ids, labels = [ids[i] for i in keep], labels[keep]
-    root = Path(d.IMAGE_PATH)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root} (set DATASET.IMAGE_PATH, or link data/NATIVE, see README)")
     paths = [resolve_inside(root, f"{i}.jpg", what=f"image ID '{i}'") for i in ids]
     fractions = {"train": d.TRAIN_NATIVE_SPLIT, "val": d.VAL_NATIVE_SPLIT, "test": d.TEST_NATIVE_SPLIT}
     leftover = 1.0 - sum(fractions.values())

@@ -4,7 +4,7 @@ Every failure is a ``DataError`` naming the file and the field (or config key) a
 """
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -19,9 +19,14 @@ VAL_FRACTION = 0.1  # share of trainval carved out as val where a format publish
 
 # ----------------------------------------------------------------------------- files
 def dataset_root(cfg: CN) -> Path:
+    """``DATASET.ROOT`` as an existing folder (label-set keys are checked first: config mistakes
+    surface before any file is read)."""
+    label_set(cfg)
+    uncertain_value(cfg)
     root = str(cfg.DATASET.ROOT).strip()
     if not root:
-        raise DataError(f"DATASET.ROOT is empty; point it at the {cfg.DATASET.NAME} folder (see dataset/public/README.md)")
+        raise DataError(f"DATASET.ROOT is empty; point it at the {cfg.DATASET.NAME} folder "
+                        "(see dataset/public/README.md)")
     path = Path(root)
     if not path.is_dir():
         raise DataError(f"DATASET.ROOT = {root!r} is not a folder; put the {cfg.DATASET.NAME} files there "
@@ -41,14 +46,18 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def safe_join(root: Path, name: str, file: Path, field: str) -> Path:
-    """``root / name`` for a name read from a label file; refuses absolute paths and '..' (lexical check,
-    cheap enough for 100k names; the loader's image_root guard still applies)."""
-    rel = PurePosixPath(name.replace("\\", "/"))
-    if not name or rel.is_absolute() or ".." in rel.parts:
-        raise DataError(f"{file}: {field} holds the image name {name!r}, which leaves the image folder; "
-                        "names must be relative paths without '..'")
-    return root / rel
+def join_images(root: Path, names: list[str], file: Path, field: str) -> list[Path]:
+    """``root / name`` for names read from a label file; absolute names and '..' are refused (a lexical
+    check, cheap for 100k names; the loader's image_root guard still applies)."""
+    prefix = str(root).rstrip("/\\")
+    out = []
+    for name in names:
+        rel = name.replace("\\", "/")
+        if not rel or rel.startswith("/") or rel[1:2] == ":" or ".." in rel.split("/"):
+            raise DataError(f"{file}: {field} holds the image name {name!r}, which leaves the image folder; "
+                            "names must be relative paths without '..'")
+        out.append(Path(f"{prefix}/{rel}"))
+    return out
 
 
 # ----------------------------------------------------------------------------- .mat access
@@ -217,6 +226,6 @@ def build_pardata(cfg: CN, name: str, file: Path, image_dir: Path, image_names: 
         labels, kept = labels[:, cols], [attr_names[i] for i in cols]
     else:
         kept = list(attr_names)
-    paths = [safe_join(image_dir, n, file, field) for n in image_names]
+    paths = join_images(image_dir, image_names, file, field)
     groups = attach_groups(cfg, attr_names, kept, file)
     return PARData(name, paths, labels, kept, splits, groups, image_dir)

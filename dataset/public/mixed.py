@@ -41,12 +41,15 @@ def _columns(data: PARData, attr_names: list[str], rename: dict[str, str]) -> np
 
 
 def _common_root(roots: list[Path | None]) -> Path | None:
+    """The deepest folder holding every source's image folder (the loader's path guard)."""
     if not roots or any(r is None for r in roots):
         return None
-    try:
-        return Path(os.path.commonpath([str(Path(r).resolve()) for r in roots]))
-    except ValueError:  # different drives
-        return None
+    for form in (str, os.path.abspath):  # relative roots stay relative, like the image paths
+        try:
+            return Path(os.path.commonpath([form(r) for r in roots]))
+        except ValueError:  # mixed relative / absolute, or different drives
+            continue
+    return None
 
 
 def merge_datasets(datasets: list[PARData], attr_names: list[str],
@@ -61,7 +64,8 @@ def merge_datasets(datasets: list[PARData], attr_names: list[str],
     if not datasets:
         raise DataError("merge_datasets needs at least one dataset")
     if len(set(attr_names)) != len(attr_names):
-        raise DataError(f"merge_datasets: the shared attribute list repeats {sorted({a for a in attr_names if attr_names.count(a) > 1})}")
+        dup = sorted({a for a in attr_names if attr_names.count(a) > 1})
+        raise DataError(f"merge_datasets: the shared attribute list repeats {dup}")
     mapping = mapping or {}
     paths, blocks, splits = [], [], {}
     offset = 0

@@ -38,7 +38,8 @@ def read_peta(cfg: CN) -> PARData:
     image_dir = require_dir(root / IMAGE_DIR, "PETA image folder")
     mat = load_mat(file)
     if "peta" not in mat:
-        raise DataError(f"{file}: variable 'peta' is missing (has {', '.join(k for k in mat if not k.startswith('__'))})")
+        have = ", ".join(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{file}: variable 'peta' is missing (has {have})")
     raw, names, selected, partitions = _fields(mat["peta"], file)
 
     names = str_list(names, file, "peta{2} (attribute names)")

@@ -21,8 +21,8 @@ import numpy as np
 from yacs.config import CfgNode as CN
 
 from dataset.base import DataError, PARData
-from dataset.public._common import (build_pardata, carve_val, index_vector, label_matrix, split_choice, str_list,
-                                    uncertain_value)
+from dataset.public._common import (build_pardata, carve_val, index_vector, label_matrix, label_set, split_choice,
+                                    str_list, uncertain_value)
 from dataset.registry import register_dataset
 
 PKL_FILE = "dataset_all.pkl"
@@ -37,22 +37,26 @@ class _AttrDict(dict):
                 self.setdefault(k, v)
 
 
-def _numpy_global(name: str):
+def _numpy_global(submodule: str, name: str):
+    import importlib
+
     try:
-        from numpy._core import multiarray  # numpy >= 2
+        mod = importlib.import_module(f"numpy._core.{submodule}")  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
+        mod = importlib.import_module(f"numpy.core.{submodule}")
+    return getattr(mod, name)
 
 
-# (module, name) -> object; everything else is refused. numpy arrays need _reconstruct + ndarray + dtype,
-# numpy scalars need scalar; EasyDict is replaced by a plain dict subclass, so no foreign code ever runs.
+# (module, name) -> object; everything else is refused, so no foreign code ever runs. numpy arrays need
+# _reconstruct / _frombuffer (protocol 5) + ndarray + dtype, numpy scalars need scalar, protocols 0-2
+# write bytes via _codecs.encode, and EasyDict is replaced by a plain dict subclass.
 _ALLOWED = {
     ("easydict", "EasyDict"): _AttrDict,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
     ("builtins", "tuple"): tuple,
     ("builtins", "range"): range,
+    ("builtins", "xrange"): range,
     ("builtins", "slice"): slice,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -60,7 +64,12 @@ _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
+_NUMPY_FUNCS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a class or function outside the allow-list."""
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -68,15 +77,19 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         module = _PY2_MODULES.get(module, module)
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-            return _numpy_global(name)
+        if module.startswith(("numpy.core.", "numpy._core.")) and (module.rsplit(".", 1)[1], name) in _NUMPY_FUNCS:
+            return _numpy_global(module.rsplit(".", 1)[1], name)
+        if (module, name) == ("_codecs", "encode"):
+            import codecs
+
+            return codecs.encode
         if (module, name) == ("copyreg", "_reconstructor"):  # protocol 0/1 dict subclasses
             import copyreg
 
             return copyreg._reconstructor  # it can only build classes this method admits
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
-        raise pickle.UnpicklingError(f"refused global '{module}.{name}'")
+        raise RefusedGlobal(f"refused global '{module}.{name}'")
 
 
 def _plain(obj: Any) -> Any:
@@ -92,7 +105,7 @@ def safe_load_pickle(path: Path) -> Any:
     try:
         data = path.read_bytes()
         return _plain(SafeUnpickler(io.BytesIO(data), encoding="latin1").load())
-    except pickle.UnpicklingError as e:
+    except RefusedGlobal as e:
         raise DataError(f"{path}: {e}; only dict/list/tuple, numpy arrays and EasyDict are accepted "
                         "(is this a Rethinking_of_PAR dataset_all.pkl?)") from None
     except Exception as e:  # truncated or foreign files fail in many ways
@@ -136,6 +149,8 @@ def _split_indices(partition: dict, cfg: CN, file: Path, n: int) -> dict[str, np
 
 @register_dataset("PKL")
 def read_pkl(cfg: CN) -> PARData:
+    label_set(cfg)
+    uncertain_value(cfg)
     root = Path(str(cfg.DATASET.ROOT).strip() or ".")
     file = root if root.suffix == ".pkl" else root / PKL_FILE
     if not str(cfg.DATASET.ROOT).strip() or not file.is_file():

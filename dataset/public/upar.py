@@ -52,13 +52,14 @@ def read_upar_csv(file: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(image paths, attribute names, labels (N, A) float32 with -1 = UNKNOWN) of one UPAR CSV."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as f:
-            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(csv.reader(f), start=1)
-                    if any(c.strip() for c in row)]
+            rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1)
+                    if row and (len(row) > 1 or row[0].strip())]  # skip blank lines
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{file} is not a readable CSV file ({type(e).__name__}: {e})") from None
     header = None
     while rows and not _is_label_row(rows[0][1]):  # header / comment lines on top
         line, header = rows.pop(0)
+        header = [c.strip() for c in header]
         if any(_is_number(c) for c in header[1:]):  # a label row with a typo, not a header
             col = next(j for j, c in enumerate(header[1:]) if not _is_number(c))
             raise DataError(f"{file}: line {line}, column {col + 2} holds {header[col + 1]!r}; "
@@ -78,18 +79,16 @@ def read_upar_csv(file: Path) -> tuple[list[str], list[str], np.ndarray]:
     if len(names) != width - 1:
         raise DataError(f"{file}: rows have {width} columns; without a header they must be "
                         f"image path + the {len(UPAR_ATTRS)} UPAR attributes")
-    paths, values = [], []
     for line, row in rows:
         if len(row) != width:
             raise DataError(f"{file}: line {line} has {len(row)} columns, expected {width}")
-        try:
-            values.append([float(c) for c in row[1:]])
-        except ValueError:
-            col = next(j for j, c in enumerate(row[1:]) if not _is_number(c))
-            raise DataError(f"{file}: line {line}, column '{names[col]}' holds {row[col + 1]!r}; "
-                            "labels must be 1, 0 or -1") from None
-        paths.append(row[0])
-    labels = np.asarray(values, np.float32)
+    paths = [row[0].strip() for _, row in rows]
+    try:
+        labels = np.asarray([row[1:] for _, row in rows], np.float32)  # numpy parses the strings
+    except ValueError:
+        line, row, col = next((line, row, j) for line, row in rows for j, c in enumerate(row[1:]) if not _is_number(c))
+        raise DataError(f"{file}: line {line}, column '{names[col]}' holds {row[col + 1]!r}; "
+                        "labels must be 1, 0 or -1") from None
     bad = ~np.isin(labels, np.asarray([1, 0, -1], np.float32))
     if bad.any():
         r, c = map(int, np.argwhere(bad)[0])

@@ -1,0 +1,65 @@
+"""Pretrain on one dataset, fine-tune on another attribute list; mixed training from two sources."""
+import numpy as np
+import openpyxl
+import torch
+from PIL import Image
+
+from tests.conftest import REPO, tiny_opts
+
+
+def native_miniature(root, n_tubes=24, seed=0):
+    """A NATIVE-layout miniature: label/ sheet with other attributes + main_data/ JPEGs."""
+    rng = np.random.default_rng(seed)
+    img_dir = root / "main_data" / "filtered_refined_data"
+    img_dir.mkdir(parents=True)
+    (root / "label").mkdir()
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["ID", "Hat", "Backpack", "Jeans", "Quality"])
+    for t in range(n_tubes):
+        for f in range(2):
+            rid = f"c1_v2_{t}_{f}"
+            hat, bag, jeans = (int(v) for v in rng.random(3) < 0.5)
+            img = rng.integers(0, 255, (80, 40, 3), dtype=np.uint8)
+            img[:10] = 0 if hat else 255
+            Image.fromarray(img).save(img_dir / f"{rid}.jpg")
+            ws.append([rid, hat or None, bag or None, jeans or None, "high"])
+    wb.save(root / "label" / "refined_Native_dataset.xlsx")
+    return root
+
+
+def test_head_finetune_on_other_attributes_reinitialises_only_the_head(tmp_path):
+    from configs import load_config
+    from train_upar_2024 import train
+
+    src = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, NAME="source"))
+    train(src)
+    source_ckpt = torch.load(tmp_path / "exp/SYNTH/source/best_model.pth", weights_only=True)
+
+    nat = native_miniature(tmp_path / "NATIVE")
+    opts = tiny_opts(tmp_path, **{
+        "NAME": "transfer", "DATASET.NAME": "NATIVE", "DATASET.NATIVE_EXCEL": nat / "label/refined_Native_dataset.xlsx",
+        "DATASET.IMAGE_PATH": nat / "main_data/filtered_refined_data", "DATASET.GROUPS": "[]",
+        "RELOAD.TYPE": "True", "RELOAD.MODEL_FOLDER_NAME": "source", "RELOAD.DATASET": "SYNTH",
+        "FINETUNE.MODE": "head", "TRAIN.LR_SCHEDULER.LR_NEW": "0.01"})
+    train(load_config(REPO / "configs/demo.yaml", opts))
+    tuned = torch.load(tmp_path / "exp/NATIVE/transfer/best_model.pth", weights_only=True)
+    assert tuned["attr_names"] == ["Hat", "Backpack", "Jeans"]
+    assert tuned["model"]["head.logits.weight"].shape == (3, source_ckpt["model"]["head.logits.weight"].shape[1])
+    backbone = [k for k in source_ckpt["model"] if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(source_ckpt["model"][k], tuned["model"][k]) for k in backbone)
+
+
+def test_mixed_training_adds_source_train_rows_only(tmp_path):
+    from configs import load_config
+    from dataset import build_data
+
+    other = tmp_path / "other.yaml"
+    other.write_text(f"DATASET:\n  NAME: SYNTH\n  ROOT: {tmp_path / 'synth2'}\n  SYNTH_SIZE: 40\n  SPLIT_SEED: 5\n")
+    cfg = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, **{"DATASET.SOURCES": f"['{other}']"}))
+    single = build_data(load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path)))
+    mixed = build_data(cfg)
+    assert len(mixed.image_paths) == len(single.image_paths) + 40
+    assert len(mixed.splits["train"]) == len(single.splits["train"]) + int(40 * 0.7)
+    assert np.array_equal(mixed.splits["val"], single.splits["val"])
+    assert np.array_equal(mixed.labels[: len(single.labels)], single.labels)
