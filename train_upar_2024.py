@@ -31,7 +31,12 @@ log = logging.getLogger("train")
 
 
 class ExperimentExists(RuntimeError):
-    """The experiment folder already holds a finished run."""
+    """The experiment folder already holds a run (finished, or stopped and resumable)."""
+
+
+# What a run writes into its experiment folder; --overwrite removes these (and tensorboard/) first.
+RUN_FILES = ("last.pth", "best_model.pth", "summary.json", "best_metrics.json", "metrics.csv", "log.txt",
+             "curves.png", "attributes_best.csv", "attributes_best.png")
 
 
 def experiment_dir(cfg: CN, name: str | None = None, dataset: str | None = None) -> Path:
@@ -79,7 +84,7 @@ def build_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
         def factor(epoch: int) -> float:
             if epoch < warm:
                 return s.WMUP_COEF + (1 - s.WMUP_COEF) * epoch / max(warm, 1)
-            return 0.5 * (1 + np.cos(np.pi * (epoch - warm) / max(total - warm, 1)))
+            return float(0.5 * (1 + np.cos(np.pi * (epoch - warm) / max(total - warm, 1))))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return None
@@ -132,9 +137,8 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
     rt = setup_runtime(cfg)
     exp = experiment_dir(cfg)
     resume_path = _resume_path(cfg, exp)
-    if rt.is_main and (exp / "summary.json").exists() and resume_path is None and not overwrite:
-        raise ExperimentExists(f"{exp} already holds a finished run; pass --overwrite, choose another NAME, "
-                               "or set TRAIN.RESUME auto to continue it")
+    if rt.is_main and resume_path is None:
+        _claim_folder(exp, overwrite)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
     if rt.is_main:
         (exp / "config.yaml").write_text(cfg.dump())
@@ -170,7 +174,7 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
     if cfg.MODEL.COMPILE:
         net = torch.compile(net)
 
-    state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "history": []}
+    state = {"epoch": 0, "step": 0, "partial": None, "best": -1.0, "best_epoch": -1, "history": []}
     if resume_path is not None:
         state = _resume(resume_path, model, optimizer, scheduler, scaler, ema, criterion, state)
 
@@ -188,20 +192,21 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
                                       clip_norm=cfg.TRAIN.CLIP_NORM if cfg.TRAIN.CLIP_GRAD else 0.0,
                                       ema=ema, epoch=epoch, log_every=cfg.TRAIN.LOG_EVERY,
                                       on_nonfinite=cfg.TRAIN.ON_NONFINITE, stop=stop, start_step=state["step"],
-                                      progress=rt.is_main)
+                                      carry=state["partial"], progress=rt.is_main)
             except torch.cuda.OutOfMemoryError:
-                raise MemoryError(f"CUDA ran out of memory at TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE}; lower it or "
-                                  "use TRAIN.AMP bf16/fp16 (or FINETUNE.MODE partial/head)") from None
+                raise _oom_error("TRAIN.BATCH_SIZE", cfg.TRAIN.BATCH_SIZE) from None
+            except NonFiniteLoss as e:
+                last = exp / "last.pth"
+                kept = (f"last good checkpoint: {last} ({state['epoch']} epoch(s) done)" if last.is_file()
+                        else "no checkpoint was written before it")
+                raise NonFiniteLoss(f"{e} [{kept}]") from None
             if res.interrupted:
-                state["step"] = res.last_step
-                state["epoch"] = epoch
+                state.update(epoch=epoch, step=res.last_step, partial=res.carry())
                 if rt.is_main:
                     _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criterion, state)
-                raise KeyboardInterrupt(
-                    f"stopped at epoch {epoch}, step {res.last_step}; last.pth saved. Resume with: "
-                    f"uv run run.py --config-file <same config> TRAIN.RESUME auto")
-            state["step"] = 0
-            row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "train_loss": res.loss,
+                raise KeyboardInterrupt(_resume_hint(exp, epoch, res.last_step))
+            state["step"], state["partial"] = 0, None
+            row = {"epoch": epoch, "lr": float(optimizer.param_groups[-1]["lr"]), "train_loss": res.loss,
                    "train_images_per_s": res.images_per_s, "train_seconds": res.seconds,
                    "skipped_steps": res.skipped_steps, "bad_images": len(bad.skipped)}
             row.update({f"train_{k}": v for k, v in res.parts.items()})
@@ -212,7 +217,10 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
             if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or last_epoch:
                 reports = {}
                 for split in [val_split] + ([test_split] if test_split else []):
-                    m, loss, _ = evaluate_split(cfg, eval_model, loaders[split], criterion, rt, data, split)
+                    try:
+                        m, loss, _ = evaluate_split(cfg, eval_model, loaders[split], criterion, rt, data, split)
+                    except torch.cuda.OutOfMemoryError:
+                        raise _oom_error("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE) from None
                     reports[split] = m
                     row[f"{_tag(cfg, split)}_loss"] = loss
                     row.update({f"{_tag(cfg, split)}_{k}": v for k, v in scalar_metrics(m).items()})
@@ -243,10 +251,39 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
                         if isinstance(v, (int, float)) and k != "epoch":
                             writer.add_scalar(k.replace("_", "/", 1), v, epoch)
                     writer.flush()
+            if stop.requested and epoch + 1 < cfg.TRAIN.MAX_EPOCH:  # a signal during validation / saving
+                raise KeyboardInterrupt(_resume_hint(exp, epoch + 1, 0))
     summary = _finish(cfg, exp, data, state, loaders, t_start, rt)
     if writer is not None:
         writer.close()
     return summary
+
+
+def _claim_folder(exp: Path, overwrite: bool) -> None:
+    """A fresh run never silently replaces a finished run, nor one that was stopped and can be resumed."""
+    finished, stopped = (exp / "summary.json").is_file(), (exp / "last.pth").is_file()
+    if not (finished or stopped):
+        return
+    if not overwrite:
+        what = "a finished run" if finished else "a stopped run (last.pth) that can be resumed"
+        raise ExperimentExists(f"{exp} already holds {what}; set TRAIN.RESUME auto to continue it, "
+                               "choose another NAME, or pass --overwrite to replace it")
+    import shutil
+
+    for name in RUN_FILES:
+        (exp / name).unlink(missing_ok=True)
+    shutil.rmtree(exp / "tensorboard", ignore_errors=True)
+    log.warning("--overwrite: removed the previous run's results from %s", exp)
+
+
+def _resume_hint(exp: Path, epoch: int, step: int) -> str:
+    return (f"stopped at epoch {epoch}, step {step}; {exp / 'last.pth'} saved. Resume with: "
+            f"uv run run.py --config-file {exp / 'config.yaml'} TRAIN.RESUME auto")
+
+
+def _oom_error(key: str, value: int) -> MemoryError:
+    return MemoryError(f"CUDA ran out of memory at {key} {value}; lower {key}, or use TRAIN.AMP bf16/fp16 "
+                       "(or FINETUNE.MODE partial/head to train fewer weights)")
 
 
 def _tag(cfg: CN, split: str) -> str:
@@ -286,7 +323,7 @@ def _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criteri
         "scaler": scaler.state_dict() if scaler is not None else None,
         "ema": ema.module.state_dict() if ema is not None else None,
         "criterion": criterion.state_dict(), "rng": {"torch": torch.get_rng_state()},
-        "epoch": state["epoch"], "step": state["step"], "best_metric": state["best"],
+        "epoch": state["epoch"], "step": state["step"], "partial": state.get("partial"), "best_metric": state["best"],
         "best_epoch": state["best_epoch"], "history": state["history"],
     }, exp / "last.pth")
 
@@ -302,19 +339,25 @@ def _save_best(exp, cfg, data, model, state, reports) -> None:
 
 def _resume(path, model, optimizer, scheduler, scaler, ema, criterion, state) -> dict:
     ck = load_checkpoint(path)
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    if scheduler is not None and ck.get("scheduler") is not None:
-        scheduler.load_state_dict(ck["scheduler"])
-    if scaler is not None and ck.get("scaler") is not None:
-        scaler.load_state_dict(ck["scaler"])
-    if ema is not None and ck.get("ema") is not None:
-        ema.module.load_state_dict(ck["ema"])
-    criterion.load_state_dict(ck["criterion"])
-    torch.set_rng_state(ck["rng"]["torch"])
+    try:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck.get("scheduler") is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler") is not None:
+            scaler.load_state_dict(ck["scaler"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.module.load_state_dict(ck["ema"])
+        criterion.load_state_dict(ck["criterion"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        out = {"epoch": ck["epoch"], "step": ck["step"], "partial": ck.get("partial"), "best": ck["best_metric"],
+               "best_epoch": ck["best_epoch"], "history": list(ck["history"])}
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"TRAIN.RESUME: {path} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160]}); resume with the config it was written with "
+                              f"({path.parent / 'config.yaml'}), or start fresh in another NAME") from None
     log.info("resumed from %s at epoch %d step %d", path, ck["epoch"], ck["step"])
-    return {"epoch": ck["epoch"], "step": ck["step"], "best": ck["best_metric"], "best_epoch": ck["best_epoch"],
-            "history": list(ck["history"])}
+    return out
 
 
 def _finish(cfg, exp, data, state, loaders, t_start, rt) -> dict:

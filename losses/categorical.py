@@ -30,6 +30,8 @@ class CategoricalTerm(nn.Module):
             if len(idx) < 2:
                 raise ValueError(f"an exclusive group needs at least 2 attributes, got indices {idx}")
         self.group_indices = [list(map(int, idx)) for idx in group_indices]
+        for i, idx in enumerate(self.group_indices):  # index tensors follow the module's device
+            self.register_buffer(f"group_{i}", torch.tensor(idx, dtype=torch.long), persistent=False)
         self.fallback = fallback
         self.label_smooth = label_smooth
         self.bce = BCETerm(label_smooth, sample_weight)  # outside groups and the fallback
@@ -40,8 +42,8 @@ class CategoricalTerm(nn.Module):
         elem = self.bce.elementwise(z, y, priors)
         mask = known
         zero = torch.zeros((), dtype=elem.dtype, device=elem.device)
-        for idx in self.group_indices:
-            cols = torch.tensor(idx, device=z.device)
+        for i in range(len(self.group_indices)):
+            cols = getattr(self, f"group_{i}").to(z.device)
             zg, yg, kg = z[:, cols], y[:, cols], known[:, cols]
             valid = kg.all(1) & (yg.sum(1) == 1)  # exactly one positive, nothing unknown
             ce = F.cross_entropy(zg, yg.argmax(1), reduction="none", label_smoothing=self.label_smooth)

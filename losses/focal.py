@@ -20,7 +20,8 @@ class FocalTerm(nn.Module):
     def elementwise(self, z: torch.Tensor, y: torch.Tensor, priors: torch.Tensor | None) -> torch.Tensor:
         neg_log_pt = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # -log p_t, stable
         # 1 - p_t = sigmoid(-z) for y = 1 and sigmoid(z) for y = 0: computed directly, not as 1 - exp(..)
-        one_minus_pt = torch.sigmoid(-(2.0 * y - 1.0) * z)
+        # (clamped so that gamma < 1 never meets 0^gamma, whose gradient is infinite)
+        one_minus_pt = torch.sigmoid(-(2.0 * y - 1.0) * z).clamp(min=1e-12)
         alpha_t = self.alpha * y + (1.0 - self.alpha) * (1.0 - y)
         loss = alpha_t * one_minus_pt.pow(self.gamma) * neg_log_pt
         if self.sample_weight:

@@ -1,0 +1,133 @@
+"""Run the whole experiment table with one command, then print its summary.
+
+    uv run python -m tools.run_experiments --base configs/native_lite.yaml --seeds 0 1 2
+    uv run python -m tools.run_experiments --only baseline focal TRAIN.MAX_EPOCH 5
+
+Every ``configs/experiments/*.yaml`` (or those named by ``--only``) runs once with the first seed
+(same seed and same data split for every row). The baseline also runs with the other seeds, as
+``baseline_seed<k>``, to measure seed-to-seed noise. ``--base`` puts each experiment's own keys on
+top of another preset instead of its ``_BASE_`` (e.g. the CPU lite preset); trailing KEY VALUE
+pairs override everything. A failing row is reported and the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+BASELINE = "baseline"
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")  # TRAIN.MAX_EPOCH, SEED ...
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Options | KEY VALUE overrides: the overrides start after '--' or at the first config key."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    for i, a in enumerate(argv):
+        if CONFIG_KEY.match(a):
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def experiment_files(only: list[str] | None) -> list[Path]:
+    files = sorted(EXPERIMENTS.glob("*.yaml"))
+    if not only:
+        return files
+    by_name = {p.stem: p for p in files}
+    out = []
+    for item in only:
+        path = Path(item)
+        if path.suffix == ".yaml" and path.is_file():
+            out.append(path)
+        elif item in by_name:
+            out.append(by_name[item])
+        else:
+            raise SystemExit(f"error: --only {item!r} is neither a YAML file nor one of: {', '.join(by_name)}")
+    return out
+
+
+def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: list[str]) -> list:
+    """(label, cfg) for every run: each file at the first seed, the baseline at the other seeds too."""
+    from configs import load_config
+
+    runs = []
+    for path in files:
+        first = ["SEED", str(seeds[0])] if seeds else []
+        cfg = load_config(path, [*opts, *first], base=base)
+        runs.append((cfg.NAME, cfg))
+        if seeds and path.stem == BASELINE:
+            for s in seeds[1:]:
+                runs.append((f"{cfg.NAME}_seed{s}",
+                             load_config(path, [*opts, "SEED", str(s), "NAME", f"{cfg.NAME}_seed{s}"], base=base)))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Train every experiment of configs/experiments/, then summarize.")
+    p.add_argument("--base", default=None, help="preset the experiments' own keys go on (default: their _BASE_)")
+    p.add_argument("--only", nargs="+", default=None, help="experiment names (file stems) or YAML paths")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="first seed for every row; the baseline also runs with the others (noise estimate)")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their loss stacks, train nothing")
+    p.epilog = "KEY VALUE overrides for every run follow the options (or '--'), e.g. TRAIN.MAX_EPOCH 5"
+    options, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(options)
+    args.opts = overrides
+
+    from configs.loader import ConfigError
+    from losses import resolve_loss_spec
+
+    try:
+        runs = plan(experiment_files(args.only), args.seeds, args.base, list(args.opts))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for label, cfg in runs:
+        spec = resolve_loss_spec(cfg)
+        terms = " + ".join(f"{t.weight:g}*{t.name}" for t in spec.terms)
+        print(f"{label:<32} seed {cfg.SEED}  finetune {cfg.FINETUNE.MODE:<7} loss {terms}"
+              f"{'  sample-weight' if any(t.params.get('SAMPLE_WEIGHT') for t in spec.terms) else ''}"
+              f"{'  logit-update' if spec.logit_update else ''}"
+              f"{'  LA ' + spec.la_mode if spec.la_mode != 'none' else ''}")
+    if args.dry_run:
+        return 0
+
+    from train_upar_2024 import ExperimentExists, train
+    from tools.summarize import SummaryError, summarize
+
+    failed, roots = [], []
+    for label, cfg in runs:
+        t0 = time.perf_counter()
+        root = Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME
+        roots.append(root) if root not in roots else None
+        try:
+            train(cfg, overwrite=args.overwrite)
+            print(f"[done] {label} in {time.perf_counter() - t0:.0f}s")
+        except ExperimentExists:
+            print(f"[kept] {label}: already finished (pass --overwrite to retrain)")
+        except KeyboardInterrupt:
+            print(f"[stopped] {label}; rerun the same command to continue with the remaining runs")
+            return 130
+        except Exception as e:  # one broken row must not cost the rest of the table
+            logging.getLogger("run_experiments").debug("details", exc_info=True)
+            print(f"[failed] {label}: {type(e).__name__}: {e}", file=sys.stderr)
+            failed.append(label)
+    for root in roots:
+        try:
+            print(summarize(root))
+        except SummaryError as e:
+            print(f"error: {e}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
