@@ -18,7 +18,7 @@ from yacs.config import CfgNode as CN
 
 from dataset.base import DataError
 from tools.checkpoint import CheckpointError
-from tools.inference import Predictor, read_rgb
+from tools.inference import Predictor, experiment_dir, read_rgb
 from tools.labels import LabelDecoder
 from tools.video.detectors import DetectorError, build_detector, resolve_detector_name
 from tools.video.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
@@ -28,27 +28,12 @@ log = logging.getLogger("test_video")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def experiment_dir(cfg: CN) -> Path:
-    return Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME / (cfg.TEST.MODEL_FOLDER_NAME or cfg.NAME)
+def _console_logging() -> None:
+    """run.py leaves logging to each mode: show INFO (the per-video summary) unless someone set it up."""
+    if not logging.getLogger().handlers:
+        from tools.results import setup_logging
 
-
-def resolve_checkpoint(cfg: CN) -> Path:
-    """TEST.PRETRAINED_WEIGHTS, else the experiment's best_model.pth; ``CheckpointError`` naming the keys."""
-    if cfg.TEST.PRETRAINED_WEIGHTS:
-        p = Path(cfg.TEST.PRETRAINED_WEIGHTS)
-        if not p.is_file():
-            raise CheckpointError(f"TEST.PRETRAINED_WEIGHTS: checkpoint '{p}' not found; give an existing .pth file")
-        return p
-    p = experiment_dir(cfg) / "best_model.pth"
-    if not p.is_file():
-        raise CheckpointError(f"no checkpoint at {p}; train first, or set TEST.MODEL_FOLDER_NAME (experiment "
-                              "folder) or TEST.PRETRAINED_WEIGHTS (a .pth file)")
-    return p
-
-
-def load_predictor(cfg: CN) -> Predictor:
-    return Predictor.from_checkpoint(resolve_checkpoint(cfg), device=cfg.DEVICE, batch_size=cfg.TEST.BATCH_SIZE,
-                                     trusted=cfg.RELOAD.TRUSTED)
+        setup_logging(None, console=True)
 
 
 def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
@@ -57,6 +42,7 @@ def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     One bad video in a folder is logged and skipped; a single bad file raises its ``VideoError``.
     Ctrl-C stops after the current video's outputs are flushed and returns what was done.
     """
+    _console_logging()
     videos = list_videos(cfg.TEST.VIDEO_PATH, cfg.TEST.VIDEO_NAME)
     single = Path(cfg.TEST.VIDEO_PATH).is_file() or bool(cfg.TEST.VIDEO_NAME)  # the user named this one video
     opts = VideoOptions.from_cfg(cfg)
@@ -65,7 +51,7 @@ def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     # hog / yolo are built once (and fail before the model loads); a file detector is per video
     shared_det = None if opts.detector == "file" else build_detector(
         opts.detector, yolo_model=opts.yolo_model, yolo_conf=opts.conf, hog_scale=opts.hog_scale, device=opts.device)
-    predictor = predictor or load_predictor(cfg)
+    predictor = predictor or Predictor.from_cfg(cfg)
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []
     for video in videos:
@@ -77,7 +63,8 @@ def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
             log.warning("skipped %s: %s", video.name, e)
         except KeyboardInterrupt:
             js = output_paths(video, out_dir)["json"]
-            log.warning("interrupted by the user: %s was stopped; outputs written so far are kept in %s", video.name, out_dir)
+            log.warning("interrupted by the user: %s was stopped; outputs written so far are kept in %s",
+                        video.name, out_dir)
             if js.is_file():
                 data = json.loads(js.read_text(encoding="utf-8"))
                 summaries.append({k: v for k, v in data.items() if k not in ("tracks", "attr_names", "groups")})
@@ -98,13 +85,14 @@ def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
     Columns: ``image`` (path relative to the folder), ``labels`` (decoded, "; "-joined), one
     probability per attribute. Unreadable images are logged and skipped.
     """
+    _console_logging()
     folder = Path(cfg.TEST.PREDICT_PATH)
     if not cfg.TEST.PREDICT_PATH or not folder.is_dir():
         raise DataError(f"TEST.PREDICT_PATH: '{cfg.TEST.PREDICT_PATH}' is not a folder; give a folder of person crops")
     images = _list_images(folder)
     if not images:
         raise DataError(f"TEST.PREDICT_PATH: no images ({', '.join(IMAGE_EXTS)}) in {folder}")
-    predictor = predictor or load_predictor(cfg)
+    predictor = predictor or Predictor.from_cfg(cfg)
     out = Path(cfg.TEST.PREDICT_CSV) if cfg.TEST.PREDICT_CSV else experiment_dir(cfg) / "predictions.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     decoder = LabelDecoder(predictor.attr_names, predictor.groups, cfg.METRIC.THRESHOLD)

@@ -12,7 +12,7 @@ import scipy.io as sio
 
 from dataset.base import DataError
 from dataset.registry import read_dataset
-from test_public_datasets import (RAPV1_N, RAPV2_N, UPAR_ATTRS, UPAR_TRAIN, build_pa100k, build_peta, build_pkl,
+from tests.test_public_datasets import (RAPV1_N, RAPV2_N, UPAR_ATTRS, UPAR_TRAIN, build_pa100k, build_peta, build_pkl,
                                   build_rap, build_upar, cell, cfg_for, csv_text, pa100k_fields, peta_fields,
                                   pkl_dataset, rapv1_fields, rapv2_fields, upar_rows)
 

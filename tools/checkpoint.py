@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
+        stale.unlink(missing_ok=True)
     return path
 
 
@@ -42,6 +45,12 @@ def load_checkpoint(path: str | Path, trusted: bool = False, map_location: str |
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:  # torch.save writes a zip archive (legacy: a pickle, b"\x80" first)
+        is_zip = zipfile.is_zipfile(f)
+        f.seek(0)
+        first = f.read(1)
+    if not is_zip and first != b"\x80":
+        raise CheckpointError(f"{path} is not a readable checkpoint (neither a torch archive nor a pickle)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -1,24 +1,41 @@
 """The exception types that mean 'the user's input is wrong' (printed as one line by run.py)."""
 from __future__ import annotations
 
+import sys
 
-def _collect() -> tuple[type[BaseException], ...]:
-    from batch_engine import NonFiniteLoss
-    from configs.loader import ConfigError
-    from dataset.base import DataError
-    from models.pretrained import WeightsError
-    from tools.checkpoint import CheckpointError
-    from train_upar_2024 import ExperimentExists
-
-    errors: list[type[BaseException]] = [ConfigError, DataError, WeightsError, CheckpointError, ExperimentExists,
-                                         NonFiniteLoss, MemoryError]
-    try:
-        from tools.video.errors import VideoError
-
-        errors.append(VideoError)
-    except ImportError:
-        pass
-    return tuple(errors)
+# module -> exception classes it defines. Only modules already imported are looked at: an exception
+# can only come from a module that was loaded, so a config typo is reported without importing timm.
+_SOURCES = {
+    "configs.loader": ("ConfigError",),
+    "dataset.base": ("DataError",),
+    "models.pretrained": ("WeightsError",),
+    "tools.checkpoint": ("CheckpointError",),
+    "train_upar_2024": ("ExperimentExists",),
+    "batch_engine": ("NonFiniteLoss",),
+    "tools.video.pipeline": ("VideoError",),
+    "tools.video.detectors": ("DetectorError",),
+    "tools.export_onnx": ("ExportError",),
+    "tools.video.errors": ("VideoError",),
+}
 
 
-USER_ERRORS = _collect()
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The user-error classes among the modules imported so far (plus MemoryError: CUDA OOM hints)."""
+    found: list[type[BaseException]] = [MemoryError]
+    for module, names in _SOURCES.items():
+        mod = sys.modules.get(module)
+        found.extend(getattr(mod, n) for n in names if mod is not None and hasattr(mod, n))
+    return tuple(found)
+
+
+def __getattr__(name: str):
+    if name == "USER_ERRORS":  # the full tuple, importing every source module (for callers that want it all)
+        import importlib
+
+        for module in _SOURCES:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+        return user_error_types()
+    raise AttributeError(name)

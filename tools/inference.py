@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 from configs.default import get_cfg_defaults
 from dataset.base import AttrGroup, DataError
 from tools.checkpoint import CheckpointError, load_checkpoint
+from tools.device import select_device
 from tools.labels import LabelDecoder, as_groups
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,8 @@ _INFERENCE_OVERRIDES = {("MODEL", "PRETRAINED"): "none", ("MODEL", "VIT_PRETRAIN
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``auto``/None -> cuda when available, else cpu; an explicit cuda device must exist."""
-    if spec is None or str(spec) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"DEVICE = {spec!r} but CUDA is not available here; set DEVICE auto or cpu")
-    return dev
+    """``auto``/None -> cuda when available, else cpu (``tools.device.select_device`` decides)."""
+    return select_device("auto" if spec is None else str(spec))
 
 
 def _merge_known(node: CN, data: dict, prefix: str = "") -> list[str]:
@@ -109,6 +105,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def experiment_dir(cfg: CN) -> Path:
+    """<OUTPUT_DIR>/<DATASET.NAME>/<TEST.MODEL_FOLDER_NAME or NAME>: the experiment inference reads from."""
+    return Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME / (cfg.TEST.MODEL_FOLDER_NAME or cfg.NAME)
+
+
+def resolve_checkpoint(cfg: CN) -> Path:
+    """TEST.PRETRAINED_WEIGHTS, else the experiment's best_model.pth; ``CheckpointError`` naming the keys."""
+    if cfg.TEST.PRETRAINED_WEIGHTS:
+        p = Path(cfg.TEST.PRETRAINED_WEIGHTS)
+        if not p.is_file():
+            raise CheckpointError(f"TEST.PRETRAINED_WEIGHTS: checkpoint '{p}' not found; give an existing .pth file")
+        return p
+    p = experiment_dir(cfg) / "best_model.pth"
+    if not p.is_file():
+        raise CheckpointError(f"no checkpoint at {p}; train first, or set TEST.MODEL_FOLDER_NAME (experiment "
+                              "folder) or TEST.PRETRAINED_WEIGHTS (a .pth file)")
+    return p
+
+
 class Predictor:
     """A PAR model in eval mode plus its attribute names, groups and input size."""
 
@@ -134,7 +149,8 @@ class Predictor:
 
         ckpt = load_checkpoint(path, trusted=trusted)
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-            raise CheckpointError(f"{path} holds no 'model' state dict; pass a best_model.pth/last.pth of this framework")
+            raise CheckpointError(f"{path} holds no 'model' state dict; "
+                                  "pass a best_model.pth / last.pth of this framework")
         attr_names = ckpt.get("attr_names")
         if not attr_names:
             raise CheckpointError(f"{path} has no 'attr_names'; it was not written by this framework's trainer")
@@ -145,7 +161,12 @@ class Predictor:
         except Exception as e:  # an unknown backbone name etc.: say which checkpoint asked for it
             raise CheckpointError(f"{path}: cannot rebuild its model {cfg.MODEL.NAME}/{cfg.MODEL.BACKBONE} "
                                   f"({type(e).__name__}: {str(e)[:200]})") from None
-        missing, unexpected = model.load_state_dict(_strip_prefixes(ckpt["model"]), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(_strip_prefixes(ckpt["model"]), strict=False)
+        except RuntimeError as e:  # shape mismatches raise even when not strict
+            detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e)[:160])
+            raise CheckpointError(
+                f"{path}: weights do not fit the model its config describes ({detail[:200]})") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"{path}: weights do not fit the model its config describes ({len(missing)} missing, "
@@ -157,6 +178,12 @@ class Predictor:
         log.info("loaded %s: %s/%s, %d attributes, input %dx%d, on %s", path, cfg.MODEL.NAME, cfg.MODEL.BACKBONE,
                  len(attr_names), pred.height, pred.width, pred.device)
         return pred
+
+    @classmethod
+    def from_cfg(cls, cfg: CN) -> "Predictor":
+        """The checkpoint ``resolve_checkpoint(cfg)`` names, on cfg.DEVICE, batches of TEST.BATCH_SIZE."""
+        return cls.from_checkpoint(resolve_checkpoint(cfg), device=cfg.DEVICE, batch_size=cfg.TEST.BATCH_SIZE,
+                                   trusted=cfg.RELOAD.TRUSTED)
 
     @property
     def attr_names(self) -> list[str]:

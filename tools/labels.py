@@ -7,7 +7,6 @@ probability clears the threshold.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -34,12 +33,16 @@ def as_groups(groups: Iterable) -> list[AttrGroup]:
 
 
 def _short_names(attrs: Sequence[str]) -> list[str]:
-    """Members without their shared ``prefix_`` (U_black, U_blue -> black, blue)."""
-    if len(attrs) < 2:
-        return list(attrs)
-    common = os.path.commonprefix(list(attrs))
-    cut = common.rfind("_") + 1  # only whole "word_" prefixes; 0 when there is none
-    return [a[cut:] or a for a in attrs]
+    """Members without the ``word_`` prefix most of them share, and without decorations:
+    U_black, U_blue, ////U_Others//// -> black, blue, Others."""
+    clean = [a.strip("/ ") or a for a in attrs]
+    heads = [c.split("_", 1)[0] + "_" for c in clean if "_" in c.strip("_")]
+    if len(attrs) < 2 or not heads:
+        return clean
+    head = max(set(heads), key=heads.count)
+    if heads.count(head) * 2 <= len(attrs):  # no prefix shared by a majority: keep the names
+        return clean
+    return [c[len(head):] if c.startswith(head) and len(c) > len(head) else c for c in clean]
 
 
 class LabelDecoder:
@@ -85,17 +88,17 @@ class LabelDecoder:
         return out
 
     def text(self, labels: dict[str, str | list[str]]) -> list[str]:
-        """Short strings for drawing, in decode order: ``"age: adult"``, ``"male"``, ``"Backpack"``.
-        Optional groups decoded as "none" are left out."""
+        """Short strings for drawing: ``"male"``, ``"age: adult"``, ``"Backpack"`` (two-way attributes,
+        then groups, then present attributes). Optional groups decoded as "none" are left out."""
         lines = []
+        for i in self.ungrouped:  # two-way attributes (gender) first: always decided, most telling
+            name = self.attr_names[i]
+            if name in BINARY_DISPLAY and name in labels:
+                lines.append(str(labels[name]))
         for g in self.groups:
             member = labels.get(g.name, NONE)
             if member != NONE:
                 lines.append(f"{g.name}: {self._short.get(member, member)}")
-        for i in self.ungrouped:
-            name = self.attr_names[i]
-            if name in BINARY_DISPLAY and name in labels:
-                lines.append(str(labels[name]))
         lines.extend(labels.get("present", []))
         return lines
 

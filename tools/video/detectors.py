@@ -18,6 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PERSON_CLASS = 0  # COCO class id of "person" in YOLO models
+HOG_MARGIN = (0.15, 0.08)  # fraction of a HOG box's width / height trimmed from each side
 
 
 class DetectorError(ValueError):
@@ -66,7 +67,10 @@ class HogDetector:
         if len(boxes) == 0:
             return Detections.empty()
         b = np.asarray(boxes, np.float32).reshape(-1, 4)
-        xyxy = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+        # the 64x128 window holds the person with a margin: trim it so crops look like PAR training boxes
+        mx, my = b[:, 2:3] * HOG_MARGIN[0], b[:, 3:4] * HOG_MARGIN[1]
+        x, y, w, h = b[:, 0:1], b[:, 1:2], b[:, 2:3], b[:, 3:4]
+        xyxy = np.concatenate([x + mx, y + my, x + w - mx, y + h - my], axis=1)
         # The SVM margin (>= 0 for a hit) mapped to [0, 1): 0.5 -> 0.39, 1 -> 0.63, 2 -> 0.86.
         scores = 1.0 - np.exp(-np.clip(np.asarray(margins, np.float32).reshape(-1), 0, None))
         return Detections(xyxy, scores.astype(np.float32))
@@ -91,19 +95,22 @@ class FileDetector:
                     continue
                 parts = line.replace(",", " ").split()
                 if len(parts) < 6:
-                    raise DetectorError(f"{p}:{n}: expected at least 6 fields 'frame,id,x,y,w,h,score', got {line[:80]!r}")
+                    raise DetectorError(
+                        f"{p}:{n}: expected at least 6 fields 'frame,id,x,y,w,h,score', got {line[:80]!r}")
                 try:
                     frame, _, x, y, w, h = (float(v) for v in parts[:6])
                     score = float(parts[6]) if len(parts) > 6 else 1.0
                 except ValueError:
-                    raise DetectorError(f"{p}:{n}: expected numbers 'frame,id,x,y,w,h,score', got {line[:80]!r}") from None
+                    raise DetectorError(
+                        f"{p}:{n}: expected numbers 'frame,id,x,y,w,h,score', got {line[:80]!r}") from None
                 if w <= 0 or h <= 0:
                     continue
                 score = 1.0 if score < 0 else min(score, 1.0)
                 rows[int(frame)].append([x, y, x + w, y + h, score])
         self.path = p
         self.rows = {k: np.asarray(v, np.float32) for k, v in rows.items()}
-        log.info("detections from %s: %d boxes on %d frames", p, sum(len(v) for v in self.rows.values()), len(self.rows))
+        log.info("detections from %s: %d boxes on %d frames", p, sum(len(v) for v in self.rows.values()),
+                 len(self.rows))
 
     def __call__(self, frame: np.ndarray, frame_index: int) -> Detections:
         r = self.rows.get(frame_index)
@@ -152,8 +159,9 @@ def resolve_detector_name(name: str, yolo_model: str) -> str:
         return name
     if yolo_model:
         return "yolo"
-    log.warning("TEST.DETECTOR auto without TEST.YOLO_MODEL: using OpenCV's HOG people detector, which misses "
-                "small, occluded or side-on people; give YOLO weights for better tracks")
+    log.warning("TEST.DETECTOR auto without TEST.YOLO_MODEL: using OpenCV's HOG people detector, a weaker detector "
+                "that misses small, occluded or side-on people; set TEST.YOLO_MODEL to local YOLO weights "
+                "for better tracks")
     return "hog"
 
 

@@ -118,7 +118,8 @@ def list_videos(path: str | Path, name: str = "") -> list[Path]:
     """A video file, or the videos in a folder (only ``name`` when given), sorted."""
     p = Path(path)
     if not str(path) or not p.exists():
-        raise VideoError(f"video path '{path}' does not exist; set TEST.VIDEO_PATH to a video file or a folder of videos")
+        raise VideoError(f"video path '{path}' does not exist; "
+                         "set TEST.VIDEO_PATH to a video file or a folder of videos")
     if p.is_file():
         return [p]
     if name:
@@ -163,25 +164,29 @@ def _colour(track_id: int) -> tuple[int, int, int]:
 
 
 def draw_track(img: np.ndarray, box: Sequence[int], track_id: int, lines: list[str]) -> None:
-    """Box, ``#id`` and label lines stacked from the box's top-left corner (in place)."""
+    """Box, ``#id`` tag above it and label lines inside it on a darkened band (in place)."""
     x1, y1, x2, y2 = box
     colour = _colour(track_id)
-    scale = max(0.35, min(1.0, img.shape[0] / 900))
-    thick = max(1, int(round(scale * 2)))
+    scale = max(0.35, min(0.6, img.shape[0] / 2400))  # 0.45 at 1080p
+    thick = max(1, int(round(img.shape[0] / 540)))
     cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick)
-    y = y1
-    for i, text in enumerate([f"#{track_id}", *lines]):
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = y if i else max(0, y - th - base - 2)  # the id sits on the box, the labels inside it
-        cv2.rectangle(img, (x1, top), (x1 + tw + 4, top + th + base + 2), colour if i == 0 else (0, 0, 0), -1)
-        cv2.putText(img, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0) if i == 0 else (255, 255, 255), 1, cv2.LINE_AA)
-        y = top + th + base + 2
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(f"#{track_id}", font, scale, 1)
+    top = max(0, y1 - th - base - 2)
+    cv2.rectangle(img, (x1, top), (x1 + tw + 4, top + th + base + 2), colour, -1)
+    cv2.putText(img, f"#{track_id}", (x1 + 2, top + th + 1), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    y = top + th + base + 2
+    for text in lines:
+        (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+        band = img[y:min(img.shape[0], y + th + base + 2), x1:min(img.shape[1], x1 + tw + 4)]
+        band //= 3  # darken instead of painting over: the person stays visible
+        cv2.putText(img, text, (x1 + 2, y + th + 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        y += th + base + 2
 
 
 def _clip(box: np.ndarray, w: int, h: int) -> list[int]:
     x1, y1, x2, y2 = (float(v) for v in box)
-    return [max(0, int(math.floor(x1))), max(0, int(math.floor(y1))), min(w, int(math.ceil(x2))), min(h, int(math.ceil(y2)))]
+    return [max(0, math.floor(x1)), max(0, math.floor(y1)), min(w, math.ceil(x2)), min(h, math.ceil(y2))]
 
 
 def _fps(frames: int, seconds: float) -> float | None:
@@ -239,6 +244,12 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
             raise VideoError(f"cannot write {paths['video']} (OpenCV mp4v writer failed); check TEST.OUTPUT_VIDEO_PATH")
 
     tracks: dict[int, TrackRecord] = {}
+
+    def track(tid: int) -> TrackRecord:
+        if tid not in tracks:
+            tracks[tid] = TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window))
+        return tracks[tid]
+
     secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
     n_frames = n_crops = 0
     status = "running"
@@ -260,36 +271,28 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
             tracked = tracker.update(dets)
             t2 = time.perf_counter()
             boxes = [_clip(b, W, H) for b in tracked.xyxy]
-            classified = set()
+            classified: set[int] = set()
             if (n_frames - 1) % opts.check_per_frame == 0 and len(tracked):
-                crops, which = [], []
-                for i, (x1, y1, x2, y2) in enumerate(boxes):
-                    if y2 - y1 < opts.min_box_height or x2 - x1 < opts.min_box_width:
-                        continue  # too small to say anything reliable about
-                    crops.append(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
-                    which.append(i)
-                if crops:
-                    probs = np.asarray(predictor.predict_images(crops))
-                    n_crops += len(crops)
-                    for i, p in zip(which, probs):
-                        tid = int(tracked.ids[i])
-                        rec = tracks.setdefault(tid, TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window)))
-                        rec.observe(p)
-                        classified.add(i)
+                which, probs = _classify(frame, boxes, predictor, opts, len(attr_names))
+                n_crops += len(which)
+                for i, p in zip(which, probs):
+                    track(int(tracked.ids[i])).observe(p)
+                    classified.add(i)
             t3 = time.perf_counter()
             secs["detector"] += t1 - t0
             secs["tracker"] += t2 - t1
             secs["par"] += t3 - t2
 
             for i, tid in enumerate(int(t) for t in tracked.ids):
-                rec = tracks.setdefault(tid, TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window)))
+                rec = track(tid)
                 rec.frames.append(n_frames)
                 rec.boxes.append(boxes[i])
                 rec.scores.append(round(float(tracked.scores[i]), 4))
                 p = rec.smoother.value
                 text = decoder.text(decoder.decode(p)) if p is not None else []
+                probs_txt = [f"{v:.4f}" for v in p] if p is not None else [""] * len(attr_names)
                 rows.writerow([n_frames, tid, *boxes[i], f"{tracked.scores[i]:.4f}", int(i in classified),
-                               "; ".join(text), *([f"{v:.4f}" for v in p] if p is not None else [""] * len(attr_names))])
+                               "; ".join(text), *probs_txt])
                 if writer is not None:
                     draw_track(frame, boxes[i], tid, text[:opts.max_label_lines])
             csv_file.flush()
@@ -319,7 +322,10 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
             "frames": n_frames, "people_tracked": len(tracks),
             "tracks_classified": sum(r.n_classified > 0 for r in tracks.values()), "crops_classified": n_crops,
             "detector": getattr(detector, "name", type(detector).__name__),
-            "fps": {**{k: _fps(n_frames, v) for k, v in secs.items()}, "overall": _fps(n_frames, elapsed)},
+            # frames per second each stage alone would allow (PAR: None when it never ran)
+            "fps": {"detector": _fps(n_frames, secs["detector"]), "tracker": _fps(n_frames, secs["tracker"]),
+                    "par": _fps(n_frames, secs["par"]) if n_crops else None, "overall": _fps(n_frames, elapsed),
+                    "par_crops": _fps(n_crops, secs["par"]) if n_crops else None},
             "seconds": {**{k: round(v, 3) for k, v in secs.items()}, "overall": round(elapsed, 3)},
             "outputs": {k: str(v) for k, v in paths.items() if k != "video" or writer is not None},
         }
@@ -338,6 +344,23 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
     return summary
 
 
+def _classify(frame: np.ndarray, boxes: list[list[int]], predictor: PredictorLike, opts: VideoOptions,
+              n_attrs: int) -> tuple[list[int], np.ndarray]:
+    """One batch through the PAR model: (indices of the boxes classified, their (K, A) probabilities)."""
+    crops, which = [], []
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        if y2 - y1 < max(1, opts.min_box_height) or x2 - x1 < max(1, opts.min_box_width):
+            continue  # too small to say anything reliable about
+        crops.append(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
+        which.append(i)
+    if not crops:
+        return [], np.zeros((0, n_attrs), np.float32)
+    probs = np.asarray(predictor.predict_images(crops))
+    if probs.shape != (len(crops), n_attrs):
+        raise ValueError(f"predictor returned shape {probs.shape} for {len(crops)} crops and {n_attrs} attributes")
+    return which, probs
+
+
 def _track_json(rec: TrackRecord, attr_names: list[str], decoder: LabelDecoder) -> dict:
     mean = rec.mean_probs
     labels = decoder.decode(mean) if mean is not None else None
@@ -354,6 +377,7 @@ def _log_summary(s: dict, status: str) -> None:
     f = s["fps"]
     show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     log.info("%s [%s]: %d frames, %d people tracked (%d classified, %d crops); fps detector %s | tracker %s | "
-             "PAR %s | overall %s; outputs in %s", Path(s["video"]).name, status, s["frames"], s["people_tracked"],
-             s["tracks_classified"], s["crops_classified"], show(f["detector"]), show(f["tracker"]), show(f["par"]),
-             show(f["overall"]), Path(s["outputs"]["json"]).parent)
+             "PAR %s (%s crops/s) | overall %s; outputs in %s", Path(s["video"]).name, status, s["frames"],
+             s["people_tracked"], s["tracks_classified"], s["crops_classified"], show(f["detector"]),
+             show(f["tracker"]), show(f["par"]), show(f["par_crops"]), show(f["overall"]),
+             Path(s["outputs"]["json"]).parent)
