@@ -20,9 +20,9 @@ from dataset import build_data, build_loaders, used_splits
 from dataset.base import PARData
 from losses import build_loss
 from models import build_model
-from models.par_model import PARModel
+from models.par_model import PRETRAINED_GROUPS, PARModel
 from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tools.device import Runtime, gather_arrays, setup_runtime
+from tools.device import Runtime, barrier, broadcast_from_main, gather_arrays, mean_across_ranks, setup_runtime
 from tools.metrics import SUMMARY_KEYS, compute_metrics, decode_exclusive, majority_baseline
 from tools.results import (plot_curves, scalar_metrics, setup_logging, write_attribute_report, write_json,
                            write_metrics_csv)
@@ -53,20 +53,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 # ----------------------------------------------------------------------------- building blocks
 def build_optimizer(cfg: CN, model: PARModel) -> torch.optim.Optimizer:
-    """Pretrained groups at LR_FT, the head at LR_NEW; frozen parameters are left out."""
+    """Pretrained groups (PRETRAINED_GROUPS) at LR_FT, new layers at LR_NEW; frozen parameters are left out."""
     sch, opt = cfg.TRAIN.LR_SCHEDULER, cfg.TRAIN.OPTIMIZER
     groups = []
     for name, modules in model.param_groups().items():
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if params:
-            groups.append({"params": params, "lr": sch.LR_NEW if name == "head" else sch.LR_FT, "name": name})
+            groups.append({"params": params, "lr": sch.LR_FT if name in PRETRAINED_GROUPS else sch.LR_NEW, "name": name})
     if not groups:
         raise ValueError("no trainable parameters: check FINETUNE.MODE")
-    foreach = {"foreach": True}
+    # One fused kernel per step on CUDA and CPU (CPU: ~4x faster than foreach, which loops per tensor there).
+    fused = next(iter(model.parameters())).device.type in ("cuda", "cpu")
+    extra = {"fused": True} if fused else {"foreach": True}
     if opt.TYPE == "sgd":
-        return torch.optim.SGD(groups, momentum=opt.MOMENTUM, weight_decay=opt.WEIGHT_DECAY, **foreach)
-    fused = next(iter(model.parameters())).device.type == "cuda"
-    extra = {"fused": True} if fused else foreach
+        return torch.optim.SGD(groups, momentum=opt.MOMENTUM, weight_decay=opt.WEIGHT_DECAY, **extra)
     cls = torch.optim.Adam if opt.TYPE == "adam" else torch.optim.AdamW
     return cls(groups, weight_decay=opt.WEIGHT_DECAY, **extra)
 
@@ -125,6 +125,7 @@ def evaluate_split(cfg: CN, model: nn.Module, loader, criterion, rt: Runtime, da
                    desc: str) -> tuple[dict, float, np.ndarray]:
     probs, labels, _, loss = validate(model, loader, criterion, device=rt.device, amp_dtype=rt.amp_dtype,
                                       desc=desc, progress=rt.is_main)
+    loss, = mean_across_ranks(rt, [loss], [len(probs)])  # each rank saw its shard of the split
     probs, labels = gather_arrays(rt, probs, labels)
     if cfg.METRIC.GROUP_ARGMAX:
         probs = decode_exclusive(probs, group_indices(data))
@@ -137,8 +138,15 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
     rt = setup_runtime(cfg)
     exp = experiment_dir(cfg)
     resume_path = _resume_path(cfg, exp)
+    refused = None
     if rt.is_main and resume_path is None:
-        _claim_folder(exp, overwrite)
+        try:
+            _claim_folder(exp, overwrite)
+        except ExperimentExists as e:
+            refused = str(e)
+    refused = broadcast_from_main(rt, refused)  # every DDP rank stops, not only rank 0
+    if refused:
+        raise ExperimentExists(refused)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
     if rt.is_main:
         (exp / "config.yaml").write_text(cfg.dump())
@@ -169,14 +177,16 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
     if rt.distributed:
         if rt.device.type == "cuda" and cfg.DIST.SYNC_BN:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(  # grads as views of the buckets: one copy less per step
+            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
     if cfg.MODEL.COMPILE:
         net = torch.compile(net)
 
     state = {"epoch": 0, "step": 0, "partial": None, "best": -1.0, "best_epoch": -1, "history": []}
     if resume_path is not None:
         state = _resume(resume_path, model, optimizer, scheduler, scaler, ema, criterion, state)
+        if rt.is_main and state["history"]:  # a kill between last.pth and metrics.csv left the csv one epoch behind
+            write_metrics_csv(exp / "metrics.csv", state["history"])
 
     writer = _tensorboard(cfg, exp, rt)
     start_epoch = state["epoch"]
@@ -184,6 +194,9 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
         log.info("nothing to do: already trained %d of %d epochs", start_epoch, cfg.TRAIN.MAX_EPOCH)
     t_start = time.perf_counter()
     with StopRequest() as stop:
+        if start_epoch < cfg.TRAIN.MAX_EPOCH:
+            log.info("training epochs %d-%d; Ctrl-C (or SIGTERM) stops after the current step and saves last.pth",
+                     start_epoch, cfg.TRAIN.MAX_EPOCH - 1)
         for epoch in range(start_epoch, cfg.TRAIN.MAX_EPOCH):
             loaders[train_split].set_epoch(epoch, state["step"])
             try:
@@ -206,6 +219,11 @@ def train(cfg: CN, overwrite: bool = False) -> dict:
                     _save_last(exp, cfg, data, model, optimizer, scheduler, scaler, ema, criterion, state)
                 raise KeyboardInterrupt(_resume_hint(exp, epoch, res.last_step))
             state["step"], state["partial"] = 0, None
+            if rt.distributed:  # the ranks trained on equal slices of the same global batches
+                keys = list(res.parts)
+                res.loss, *vals = mean_across_ranks(rt, [res.loss, *res.parts.values()])
+                res.parts = dict(zip(keys, vals))
+                res.images *= rt.world  # global throughput
             row = {"epoch": epoch, "lr": float(optimizer.param_groups[-1]["lr"]), "train_loss": res.loss,
                    "train_images_per_s": res.images_per_s, "train_seconds": res.seconds,
                    "skipped_steps": res.skipped_steps, "bad_images": len(bad.skipped)}
@@ -353,8 +371,9 @@ def _resume(path, model, optimizer, scheduler, scaler, ema, criterion, state) ->
         out = {"epoch": ck["epoch"], "step": ck["step"], "partial": ck.get("partial"), "best": ck["best_metric"],
                "best_epoch": ck["best_epoch"], "history": list(ck["history"])}
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]  # names the keys
         raise CheckpointError(f"TRAIN.RESUME: {path} does not fit this run ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160]}); resume with the config it was written with "
+                              f"{why}); resume with the config it was written with "
                               f"({path.parent / 'config.yaml'}), or start fresh in another NAME") from None
     log.info("resumed from %s at epoch %d step %d", path, ck["epoch"], ck["step"])
     return out
@@ -363,6 +382,7 @@ def _resume(path, model, optimizer, scheduler, scaler, ema, criterion, state) ->
 def _finish(cfg, exp, data, state, loaders, t_start, rt) -> dict:
     import json
 
+    barrier(rt)  # rank 0 may still be writing best_metrics.json
     best_file = exp / "best_metrics.json"
     best = json.loads(best_file.read_text()) if best_file.is_file() else {}
     val = best.get(cfg.DATASET.VAL_SPLIT, {})

@@ -58,7 +58,7 @@ _C.MODEL.FUSION_DIM = 0  # c2t: cross-fusion width (0 = transformer width)
 _C.MODEL.FUSION_HEADS = 8  # c2t: heads of each cross-attention block
 _C.MODEL.TA_BLOCKS = True  # c2t: channel-aware TA blocks before every spatial stage
 _C.MODEL.TA_FAITHFUL = True  # c2t: keep the original's reshape of (attn @ v) (False = proper transpose)
-_C.MODEL.DROP_PATH = 0.1  # stochastic depth of the timm branches
+_C.MODEL.DROP_PATH = 0.0  # stochastic depth of the timm branches (the original C2T-Net trained with 0)
 _C.MODEL.HEAD_BN = False  # BatchNorm1d before the linear head
 _C.MODEL.CHANNELS_LAST = True  # channels_last memory format on CUDA
 _C.MODEL.COMPILE = False  # torch.compile the model (off by default; slow to start on CPU)
@@ -103,7 +103,7 @@ _C.TRAIN.OPTIMIZER.WEIGHT_DECAY = 5e-4
 _C.TRAIN.LR_SCHEDULER = CN()
 _C.TRAIN.LR_SCHEDULER.TYPE = "plateau"  # plateau | multistep | warmup_cosine | none
 _C.TRAIN.LR_SCHEDULER.LR_STEP = [10, 20]  # multistep milestones (epochs)
-_C.TRAIN.LR_SCHEDULER.LR_FT = 1e-5  # learning rate of pretrained (backbone) parameters
+_C.TRAIN.LR_SCHEDULER.LR_FT = 1e-5  # learning rate of pretrained groups (backbone / spatial / vit)
 _C.TRAIN.LR_SCHEDULER.LR_NEW = 1e-4  # learning rate of new layers (head, fusion, TA)
 _C.TRAIN.LR_SCHEDULER.WMUP_COEF = 0.1  # warmup starts at this fraction of the LR
 _C.TRAIN.LR_SCHEDULER.WMUP_EPOCHS = 1  # warmup length (warmup_cosine)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Groups whose weights come from pretraining train at LR_FT; every other group (TA, fusion, head) at LR_NEW.
+PRETRAINED_GROUPS = ("backbone", "spatial", "vit")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

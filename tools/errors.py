@@ -15,6 +15,7 @@ _SOURCES = {
     "tools.video.pipeline": ("VideoError",),
     "tools.video.detectors": ("DetectorError",),
     "tools.export_onnx": ("ExportError",),
+    "models.c2t.convert": ("ConversionError",),
     "tools.video.errors": ("VideoError",),
 }
 
