@@ -82,10 +82,17 @@ class EpochResult:
     skipped_steps: int = 0
     interrupted: bool = False
     parts: dict = field(default_factory=dict)
+    last_step: int = 0  # batches of the epoch consumed so far (where a mid-epoch resume starts)
+    loss_sum: float = 0.0  # the float32 running sum, kept exactly so a resumed epoch reports the same mean
 
     @property
     def images_per_s(self) -> float:
         return self.images / max(self.seconds, 1e-9)
+
+    def carry(self) -> dict:
+        """The running totals of an interrupted epoch (saved in last.pth, passed back as ``carry``)."""
+        return {"loss_sum": self.loss_sum, "steps": self.steps, "images": self.images, "seconds": self.seconds,
+                "skipped_steps": self.skipped_steps, "parts": dict(self.parts)}
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -94,18 +101,34 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
+def _on_every_rank(flag: torch.Tensor) -> torch.Tensor:
+    """Under DDP, True only where it is True on every rank (an all-reduce, no host sync)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    agreed = flag.to(torch.int32)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    return agreed.bool()
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, *,
                     device: torch.device, amp_dtype: torch.dtype | None = None,
                     scaler: torch.amp.GradScaler | None = None, clip_norm: float = 0.0,
                     ema: ModelEma | None = None, epoch: int = 0, log_every: int = 20,
                     on_nonfinite: str = "stop", stop: StopRequest | None = None, start_step: int = 0,
-                    progress: bool = True, on_step=None) -> EpochResult:
-    """Train one epoch; returns its mean loss and speed. Stops early (``interrupted``) on a stop request."""
+                    carry: dict | None = None, progress: bool = True, on_step=None) -> EpochResult:
+    """Train one epoch; returns its mean loss and speed. Stops early (``interrupted``) on a stop request.
+
+    A mid-epoch resume passes ``start_step`` (batches already done) and ``carry`` (the interrupted
+    epoch's ``EpochResult.carry()``), so the epoch's totals equal an uninterrupted epoch's."""
     model.train()
     criterion.train()
-    res = EpochResult()
+    carry = carry or {}
+    res = EpochResult(steps=carry.get("steps", 0), images=carry.get("images", 0),
+                      skipped_steps=carry.get("skipped_steps", 0))
+    parts = dict(carry.get("parts", {}))
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.tensor(carry.get("loss_sum", 0.0), dtype=torch.float32, device=device)
     pending_bad = torch.zeros((), device=device, dtype=torch.int64)
     sync_every_step = device.type == "cpu" or on_nonfinite == "skip"
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=None if progress else True, mininterval=1.0,
@@ -115,8 +138,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     for x, y, _ in bar:
         with autocast(device, amp_dtype):
             logits = model(x)
-            loss, parts = criterion(logits.float(), y)
-        finite = torch.isfinite(loss)
+            loss, step_parts = criterion(logits.float(), y)
+        finite = _on_every_rank(torch.isfinite(loss))  # DDP ranks must all skip/stop together, or they hang
         if sync_every_step and not bool(finite):
             msg = f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}"
             if on_nonfinite == "stop":
@@ -126,6 +149,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             optimizer.zero_grad(set_to_none=True)
             step += 1
             continue
+        parts = step_parts  # the reported parts are those of the last step that was not skipped
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -160,10 +184,14 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             break
     if not sync_every_step and int(pending_bad):
         raise NonFiniteLoss(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
-    res.seconds = time.perf_counter() - t0
-    res.loss = loss_sum.item() / max(res.steps, 1)
-    res.parts = {k: float(v) for k, v in parts.items()} if res.steps else {}
-    res.last_step = step
+    if res.steps == 0 and res.skipped_steps and not res.interrupted:
+        raise NonFiniteLoss(f"every step of epoch {epoch} had a non-finite loss ({res.skipped_steps} skipped): "
+                            "the weights have diverged; lower the LR and restart from the last good checkpoint")
+    res.seconds = carry.get("seconds", 0.0) + time.perf_counter() - t0
+    res.loss_sum = loss_sum.item()
+    res.loss = res.loss_sum / max(res.steps, 1)
+    res.parts = {k: float(v) for k, v in parts.items()}
+    res.last_step = getattr(loader, "position", step)  # the loader also counts batches it dropped as unreadable
     return res
 
 
@@ -183,8 +211,8 @@ def validate(model: nn.Module, loader, criterion: nn.Module, *, device: torch.de
         loss, _ = criterion(logits, y)
         loss_sum += loss * x.shape[0]
         n += x.shape[0]
-        probs.append(torch.sigmoid(criterion.adjust_logits(logits)).cpu())
-        labels.append(y.cpu())
+        probs.append(torch.sigmoid(criterion.adjust_logits(logits)))  # kept on the device: no sync per batch
+        labels.append(y)
         rows.append(idx)
-    return (torch.cat(probs).numpy(), torch.cat(labels).numpy(), torch.cat(rows).numpy(),
+    return (torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy(), torch.cat(rows).numpy(),
             loss_sum.item() / max(n, 1))

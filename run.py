@@ -53,16 +53,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> int:
     """Known user mistakes end with one line naming the problem and the fix, not a traceback."""
-    from tools.errors import USER_ERRORS
+    from tools.errors import user_error_types
 
     try:
         return main()
     except KeyboardInterrupt as e:
         print(f"\ninterrupted: {e}" if str(e) else "\ninterrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not isinstance(e, user_error_types()):  # a bug, not a user mistake: keep the traceback
+            raise
         logging.getLogger("run").debug("details", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" if str(e) else f"error: {type(e).__name__}", file=sys.stderr)
         return 2
 
 

@@ -57,7 +57,8 @@ class PARData:
         for g in self.groups:
             missing = [x for x in g.attrs if x not in self.attr_names]
             if missing:
-                raise DataError(f"{self.name}: group '{g.name}' names unknown attribute(s) {missing}")
+                raise DataError(f"{self.name}: group '{g.name}' names unknown attribute(s) {missing}; fix DATASET.GROUPS "
+                                f"(attributes: {', '.join(self.attr_names)})")
 
     def split_labels(self, split: str) -> np.ndarray:
         return self.labels[self.splits[split]]

@@ -74,8 +74,12 @@ def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.devic
         images[torch.as_tensor(rows_used)] = tensor
         good = set(rows_used[ok].tolist())
         keep = {s: np.asarray([r for r in data.splits[s] if r in good], np.int64) for s in splits}
-        if device.type == "cuda":
-            images = images.to(device)  # a few hundred MB at most; batches never cross PCIe again
+        # NATIVE at 256x128 is ~175 MB: on the GPU, batches never cross PCIe again. A large dataset
+        # (PA100k: ~10 GB) stays in host memory and each batch is copied (then augmented on the GPU).
+        if (device.type == "cuda" and cfg.TRAIN.DATAAUG.ON_GPU
+                and images.nbytes <= 0.1 * torch.cuda.get_device_properties(device).total_memory):
+            images = images.to(device)
+        log.info("image cache: %.0f MB on %s", images.nbytes / 2**20, images.device)
         if bad.skipped:
             log.warning("%d image(s) skipped as unreadable (DATASET.ON_BAD_IMAGE=skip)", len(bad.skipped))
     else:
@@ -88,5 +92,6 @@ def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.devic
         bs = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
         loaders[s] = BatchLoader(keep[s], data.labels, bs, train=train, seed=cfg.SEED, device=device,
                                  images=images, files=files, num_workers=cfg.TRAIN.NUM_WORKERS,
-                                 rank=rank, world=world, augment=cfg.TRAIN.DATAAUG.TYPE != "none", bad=bad)
+                                 rank=rank, world=world, augment=cfg.TRAIN.DATAAUG.TYPE != "none", bad=bad,
+                                 augment_on_device=cfg.TRAIN.DATAAUG.ON_GPU)
     return loaders, bad

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -74,7 +75,7 @@ def build_cache(paths: list[Path], size_hw: tuple[int, int], max_pixels: int, ba
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     if cache_dir:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp.npz")
+        tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may save at once: no shared temp file
         np.savez(tmp, images=tensor.numpy(), ok=ok)
         tmp.replace(file)
         log.info("image cache saved to %s", file)
@@ -107,12 +108,14 @@ class BatchLoader:
     def __init__(self, rows: np.ndarray, labels: np.ndarray, batch_size: int, *, train: bool, seed: int,
                  device: torch.device, images: torch.Tensor | None = None, files: _FileBatches | None = None,
                  num_workers: int = 0, rank: int = 0, world: int = 1, augment: bool = True,
+                 augment_on_device: bool = True,
                  bad: BadImageLog | None = None):
         self.rows = np.asarray(rows, np.int64)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
         self.images, self.files, self.num_workers = images, files, num_workers
         self.rank, self.world, self.augment = rank, world, augment and train
+        self.augment_on_device = augment_on_device  # False: augment on the host, then copy
         self.bad = bad
         if train and batch_size % world:
             raise DataError(f"TRAIN.BATCH_SIZE {batch_size} is not divisible by the {world} DDP processes; "
@@ -148,9 +151,15 @@ class BatchLoader:
         self._offset, self.start_step = self.start_step, 0
         self.position = self._offset
         if self.images is not None:
+            # The epoch's row indices reach the cache's device in one non-blocking copy: a blocking
+            # host-to-GPU copy per step would wait for the GPU every step.
+            flat = torch.as_tensor(np.concatenate(batches) if batches else np.zeros(0, np.int64))
+            flat = flat.to(self.images.device, non_blocking=True)
+            start = 0
             for step, rows in enumerate(batches):
                 # index_select copies whole rows; advanced indexing is ~40x slower on CPU uint8
-                imgs = self.images.index_select(0, torch.as_tensor(rows, device=self.images.device))
+                imgs = self.images.index_select(0, flat[start:start + len(rows)])
+                start += len(rows)
                 self.position = self._offset + step + 1
                 yield self._finish(imgs, rows, step)
             return
@@ -167,14 +176,14 @@ class BatchLoader:
                 yield self._finish(imgs, keep.numpy(), step)
 
     def _finish(self, imgs: torch.Tensor, rows: np.ndarray, step: int):
-        x = imgs.to(self.device, non_blocking=True)
+        x = imgs.to(self.device, non_blocking=True) if self.augment_on_device else imgs
         if self.augment:
             # tuple-of-int hashes are stable across processes, so the draw depends on (seed, epoch, step);
             # drawn for the global batch, this rank's slice kept (DDP = single process). uint8: 4x less to move.
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, step + self._offset)) & 0x7FFFFFFF)
             x = augment_batch(x, gen, total=max(self._per_rank, x.shape[0]) * self.world,
                               start=self.rank * max(self._per_rank, x.shape[0]))
-        x = x.float().div_(255)
+        x = torch.div(x.to(self.device, non_blocking=True), 255.0)  # uint8 -> float32 [0, 1] in one pass
         y = self.labels[torch.as_tensor(rows)].to(self.device, non_blocking=True)
         return x, y, torch.as_tensor(rows)
 

@@ -55,8 +55,10 @@ def load_checkpoint(path: str | Path, trusted: bool = False, map_location: str |
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if not trusted:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+            why = next((line for line in lines if "GLOBAL" in line), lines[0])[:160]  # torch names the culprit there
             raise CheckpointError(
-                f"{path} needs arbitrary code to unpickle (refused for safety: {str(e).splitlines()[0][:120]}); "
+                f"{path} needs arbitrary code to unpickle (refused for safety: {why}); "
                 "if you trust its origin, set RELOAD.TRUSTED True"
             ) from None
         return torch.load(path, map_location=map_location, weights_only=False)

@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME
         roots.append(root) if root not in roots else None
         try:
+            exp = root / cfg.NAME
+            if not args.overwrite and (exp / "last.pth").is_file() and not (exp / "summary.json").is_file():
+                cfg = cfg.clone()  # a row stopped by Ctrl-C / kill: continue it rather than refuse it
+                cfg.defrost()
+                cfg.TRAIN.RESUME = cfg.TRAIN.RESUME or "auto"
+                cfg.freeze()
             train(cfg, overwrite=args.overwrite)
             print(f"[done] {label} in {time.perf_counter() - t0:.0f}s")
         except ExperimentExists:
