@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from models.pretrained import load_pretrained
+from models.pretrained import load_pretrained, package_weights
 from models.registry import register_model
 
 
@@ -38,4 +38,7 @@ class TimmBackbone(nn.Module):
 def timm_backbone(cfg: CN) -> TimmBackbone:
     m = TimmBackbone(cfg.MODEL.BACKBONE, (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH), cfg.MODEL.DROP_PATH)
     load_pretrained(m.model, cfg.MODEL.PRETRAINED, "MODEL.PRETRAINED")
+    pkg = package_weights(cfg.MODEL.PRETRAINED)
+    if pkg is not None:  # weights trained with another input normalisation than ImageNet's
+        m.input_mean, m.input_std = pkg.mean, pkg.std
     return m

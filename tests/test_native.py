@@ -49,7 +49,7 @@ def test_unknown_attribute_in_attrs_is_a_clear_error(tmp_path):
                              "DATASET.ATTRS", "['Hat', 'Scarf']"])
     from dataset import build_data
 
-    with pytest.raises(DataError, match=r"\['Scarf'\] not in the dataset"):
+    with pytest.raises(DataError, match=r"DATASET.ATTRS names column\(s\) \['Scarf'\]"):
         build_data(cfg)
 
 
