@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.common import per_attribute, sample_weights, smooth_labels
+from losses.common import ElementwiseTerm, sample_weights, smooth_labels
 
 
-class BCETerm(nn.Module):
+class BCETerm(ElementwiseTerm):
     def __init__(self, label_smooth: float = 0.0, sample_weight: bool = False, scale: float = 1.0):
         super().__init__()
         self.label_smooth = label_smooth
@@ -22,7 +22,3 @@ class BCETerm(nn.Module):
         if self.sample_weight:
             loss = loss * sample_weights(y, priors)
         return loss
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor, priors: torch.Tensor | None,
-                sizesum: bool) -> torch.Tensor:
-        return per_attribute(self.elementwise(z, y, priors), known, sizesum)

@@ -38,3 +38,14 @@ def log_odds(priors: torch.Tensor) -> torch.Tensor:
     """log(pi / (1 - pi)) per attribute, with pi clipped away from 0 and 1."""
     p = priors.clamp(PRIOR_EPS, 1.0 - PRIOR_EPS)
     return torch.log(p) - torch.log1p(-p)
+
+
+class ElementwiseTerm(torch.nn.Module):
+    """A loss term defined per label (``elementwise``), reduced per attribute over known labels."""
+
+    def elementwise(self, z: torch.Tensor, y: torch.Tensor, priors: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor, priors: torch.Tensor | None,
+                sizesum: bool) -> torch.Tensor:
+        return per_attribute(self.elementwise(z, y, priors), known, sizesum)

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.common import per_attribute, sample_weights
+from losses.common import ElementwiseTerm, sample_weights
 
 
-class FocalTerm(nn.Module):
+class FocalTerm(ElementwiseTerm):
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0, sample_weight: bool = False):
         super().__init__()
         self.alpha = alpha
@@ -27,7 +27,3 @@ class FocalTerm(nn.Module):
         if self.sample_weight:
             loss = loss * sample_weights(y, priors)
         return loss
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor, priors: torch.Tensor | None,
-                sizesum: bool) -> torch.Tensor:
-        return per_attribute(self.elementwise(z, y, priors), known, sizesum)
