@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,16 @@ def generate(root: Path, n: int, seed: int, noise: float) -> np.ndarray:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     y = _labels(rng, n)
+    # temp name + rename: concurrent writers (DDP ranks) never expose a half-written file
+    tag = f".{os.getpid()}.tmp"
     for i in range(n):
-        Image.fromarray(_draw(rng, y[i], noise)).save(root / f"{i:05d}.png")
-    meta.write_text(json.dumps({"n": n, "seed": seed, "noise": noise, "attrs": SYNTH_ATTRS,
-                                "labels": y.astype(int).tolist()}))
+        tmp = root / f"{i:05d}.png{tag}"
+        Image.fromarray(_draw(rng, y[i], noise)).save(tmp, format="PNG")
+        os.replace(tmp, root / f"{i:05d}.png")
+    tmp = meta.with_name(meta.name + tag)
+    tmp.write_text(json.dumps({"n": n, "seed": seed, "noise": noise, "attrs": SYNTH_ATTRS,
+                               "labels": y.astype(int).tolist()}))
+    os.replace(tmp, meta)
     log.info("generated %d synthetic images in %s", n, root)
     return y
 
