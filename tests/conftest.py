@@ -18,6 +18,18 @@ def native_root() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The suite runs on 2 shared cores: OpenMP threads spinning on busy cores make small
+    models up to 100x slower, so tests use one thread (and stay bit-reproducible)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def native_data() -> Path:
     root = native_root()

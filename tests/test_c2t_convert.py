@@ -7,21 +7,12 @@ import pytest
 import timm
 import torch
 
-from configs.default import get_cfg_defaults
+from tests.test_c2t_model import c2t_cfg
 from models import build_model
 from models.c2t.convert import (ConversionError, convert_original_state_dict, is_original_c2t,
                                 timm_merge_to_mmcv, to_original_state_dict)
 
 N_ATTR = 5
-
-
-def c2t_cfg(name: str, h: int, w: int, **model):
-    cfg = get_cfg_defaults()
-    cfg.MODEL.NAME = name
-    cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH = h, w
-    for k, v in model.items():
-        setattr(cfg.MODEL, k, v)
-    return cfg
 
 
 @pytest.fixture(scope="module")

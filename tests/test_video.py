@@ -27,14 +27,6 @@ SUMMARY_KEYS = {"video", "complete", "status", "frames", "people_tracked", "trac
                 "detector", "fps", "seconds", "outputs"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: OpenMP spinning across busy cores makes tiny forwards 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> tuple[Path, Path]:

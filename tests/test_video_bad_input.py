@@ -19,13 +19,6 @@ from tools.video import DetectorError, VideoError, VideoOptions, process_video
 from tools.video.detectors import FileDetector, YoloDetector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> tuple[Path, Path]:
