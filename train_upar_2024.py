@@ -24,7 +24,7 @@ from models.par_model import PRETRAINED_GROUPS, PARModel
 from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tools.device import Runtime, barrier, broadcast_from_main, gather_arrays, mean_across_ranks, setup_runtime
 from tools.metrics import SUMMARY_KEYS, compute_metrics, decode_exclusive, majority_baseline
-from tools.results import (plot_curves, scalar_metrics, setup_logging, write_attribute_report, write_json,
+from tools.results import (experiment_dir, plot_curves, scalar_metrics, setup_logging, write_attribute_report, write_json,
                            write_metrics_csv)
 
 log = logging.getLogger("train")
@@ -37,10 +37,6 @@ class ExperimentExists(RuntimeError):
 # What a run writes into its experiment folder; --overwrite removes these (and tensorboard/) first.
 RUN_FILES = ("last.pth", "best_model.pth", "summary.json", "best_metrics.json", "metrics.csv", "log.txt",
              "curves.png", "attributes_best.csv", "attributes_best.png")
-
-
-def experiment_dir(cfg: CN, name: str | None = None, dataset: str | None = None) -> Path:
-    return Path(cfg.OUTPUT_DIR) / (dataset or cfg.DATASET.NAME) / (name or cfg.NAME)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -409,10 +405,12 @@ def _finish(cfg, exp, data, state, loaders, t_start, rt) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(cfg: CN) -> dict:
     """--mode eval: load a checkpoint and write metrics for TEST.SPLIT."""
+    from tools.inference import experiment_dir as inference_dir, inference_cfg, resolve_checkpoint
+
     rt = setup_runtime(cfg)
-    exp = experiment_dir(cfg, cfg.TEST.MODEL_FOLDER_NAME or None)
+    exp = inference_dir(cfg)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
-    path = Path(cfg.TEST.PRETRAINED_WEIGHTS) if cfg.TEST.PRETRAINED_WEIGHTS else exp / "best_model.pth"
+    path = resolve_checkpoint(cfg)
     ck = load_checkpoint(path, trusted=cfg.RELOAD.TRUSTED)
     data = build_data(cfg)
     if list(ck["attr_names"]) != data.attr_names:
@@ -422,7 +420,7 @@ def evaluate(cfg: CN) -> dict:
         data.splits["all"] = np.arange(len(data.image_paths))
     if split not in data.splits:
         raise CheckpointError(f"TEST.SPLIT = {split!r} not in {sorted(data.splits)}")
-    model = build_model(_inference_cfg(cfg), len(data.attr_names))
+    model = build_model(inference_cfg(cfg), len(data.attr_names))
     model.load_state_dict(ck["model"])
     model.to(rt.device)
     loaders, _ = build_loaders(cfg, data, [split], rt.device, rt.rank, rt.world)
@@ -438,14 +436,3 @@ def evaluate(cfg: CN) -> dict:
     log.info("%s on %s: mA %.4f, mean acc %.4f, instance F1 %.4f (written to %s)", path, split, m["ma"],
              m["mean_acc"], m["instance_f1"], exp)
     return out
-
-
-def _inference_cfg(cfg: CN) -> CN:
-    """The same model without loading pretrained files (the checkpoint holds every weight)."""
-    c = cfg.clone()
-    c.defrost()
-    c.MODEL.PRETRAINED = "none"
-    c.MODEL.VIT_PRETRAINED = "none"
-    c.FINETUNE.MODE = "full"
-    c.freeze()
-    return c

@@ -16,7 +16,6 @@ _SOURCES = {
     "tools.video.detectors": ("DetectorError",),
     "tools.export_onnx": ("ExportError",),
     "models.c2t.convert": ("ConversionError",),
-    "tools.video.errors": ("VideoError",),
 }
 
 
@@ -27,16 +26,3 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         mod = sys.modules.get(module)
         found.extend(getattr(mod, n) for n in names if mod is not None and hasattr(mod, n))
     return tuple(found)
-
-
-def __getattr__(name: str):
-    if name == "USER_ERRORS":  # the full tuple, importing every source module (for callers that want it all)
-        import importlib
-
-        for module in _SOURCES:
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                pass
-        return user_error_types()
-    raise AttributeError(name)

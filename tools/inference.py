@@ -20,6 +20,7 @@ from configs.default import get_cfg_defaults
 from dataset.base import AttrGroup, DataError
 from tools.checkpoint import CheckpointError, load_checkpoint
 from tools.device import select_device
+from tools import results
 from tools.labels import LabelDecoder, as_groups
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,16 @@ def cfg_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> CN:
     dropped = _merge_known(cfg, data)
     if dropped:
         log.info("%s: config keys unknown to this version ignored: %s", path, ", ".join(dropped))
+    return inference_cfg(cfg)
+
+
+def inference_cfg(cfg: CN) -> CN:
+    """A frozen copy of ``cfg`` that builds the same model without reading pretrained files."""
+    cfg = cfg.clone()
+    cfg.defrost()
     for (section, key), value in _INFERENCE_OVERRIDES.items():
         cfg[section][key] = value
+    cfg.freeze()
     return cfg
 
 
@@ -107,7 +116,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 def experiment_dir(cfg: CN) -> Path:
     """<OUTPUT_DIR>/<DATASET.NAME>/<TEST.MODEL_FOLDER_NAME or NAME>: the experiment inference reads from."""
-    return Path(cfg.OUTPUT_DIR) / cfg.DATASET.NAME / (cfg.TEST.MODEL_FOLDER_NAME or cfg.NAME)
+    return results.experiment_dir(cfg, cfg.TEST.MODEL_FOLDER_NAME or None)
 
 
 def resolve_checkpoint(cfg: CN) -> Path:

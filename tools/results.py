@@ -13,6 +13,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def experiment_dir(cfg, name: str | None = None, dataset: str | None = None) -> Path:
+    """<OUTPUT_DIR>/<dataset or DATASET.NAME>/<name or NAME>: where a run writes everything."""
+    return Path(cfg.OUTPUT_DIR) / (dataset or cfg.DATASET.NAME) / (name or cfg.NAME)
+
+
 def setup_logging(exp_dir: Path | None, console: bool = True, main: bool = True) -> None:
     """Log to ``exp_dir/log.txt`` and the console (only rank 0 writes)."""
     root = logging.getLogger()
