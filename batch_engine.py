@@ -18,10 +18,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tools.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """The loss became NaN/inf and TRAIN.ON_NONFINITE is 'stop'."""
 
 

@@ -23,14 +23,22 @@ from models import build_model
 from models.par_model import PRETRAINED_GROUPS, PARModel
 from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tools.device import Runtime, barrier, broadcast_from_main, gather_arrays, mean_across_ranks, setup_runtime
+from tools.errors import UserError
 from tools.metrics import SUMMARY_KEYS, compute_metrics, decode_exclusive, majority_baseline
-from tools.results import (experiment_dir, plot_curves, scalar_metrics, setup_logging, write_attribute_report, write_json,
-                           write_metrics_csv)
+from tools.results import (
+    experiment_dir,
+    plot_curves,
+    scalar_metrics,
+    setup_logging,
+    write_attribute_report,
+    write_json,
+    write_metrics_csv,
+)
 
 log = logging.getLogger("train")
 
 
-class ExperimentExists(RuntimeError):
+class ExperimentExists(UserError, RuntimeError):
     """The experiment folder already holds a run (finished, or stopped and resumable)."""
 
 
@@ -405,7 +413,8 @@ def _finish(cfg, exp, data, state, loaders, t_start, rt) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(cfg: CN) -> dict:
     """--mode eval: load a checkpoint and write metrics for TEST.SPLIT."""
-    from tools.inference import experiment_dir as inference_dir, inference_cfg, resolve_checkpoint
+    from tools.inference import experiment_dir as inference_dir
+    from tools.inference import inference_cfg, resolve_checkpoint
 
     rt = setup_runtime(cfg)
     exp = inference_dir(cfg)

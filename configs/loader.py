@@ -10,12 +10,13 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from configs.default import get_cfg_defaults
+from tools.errors import UserError
 
 BASE_KEY = "_BASE_"
 _YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration mistake; the message names the key and the fix."""
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.errors import UserError
+
 UNKNOWN = -1  # label value for "not annotated": masked out of losses and metrics
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data-file mistake; the message names the file, row/field and the fix."""
 
 

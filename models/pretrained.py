@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tools.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # Keys a headless feature extractor never needs (classifier heads, timm's pooled-feature norm).
 HEAD_PREFIXES = ("head.", "fc.", "classifier.", "fc_norm.", "head_drop.")
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(UserError, FileNotFoundError):
     """A missing or unusable weight file; the message names the config key to set."""
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from tools.errors import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or unsafe; the message says what to do."""
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from tools.errors import UserError
 from tools.inference import Predictor
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ DEFAULT_OPSET = 18  # the dynamo exporter's minimum; run by any onnxruntime >= 1
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf caps a single file at 2 GB: bigger weights go to a .data file
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The model could not be exported or the exported graph disagrees with PyTorch."""
 
 

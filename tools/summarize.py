@@ -20,6 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from tools.errors import UserError
+
 # (summary.json key, column title): the seed table's columns, in its order
 COLUMNS = [("mean_acc", "mAcc"), ("ma", "mA"), ("mean_pos_recall", "R+"), ("mean_neg_recall", "R-"),
            ("instance_f1", "F1")]
@@ -27,7 +29,7 @@ SPLITS = ("val", "test")
 SEED_SUFFIX = re.compile(r"_seed\d+$")
 
 
-class SummaryError(ValueError):
+class SummaryError(UserError, ValueError):
     """No usable runs, or a summary.json that breaks the format; the message names the file."""
 
 

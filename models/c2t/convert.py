@@ -40,6 +40,7 @@ from torch import nn
 
 from models.c2t.c2tnet import C2TNet
 from models.c2t.swin_branch import SwinBranch, relative_position_index
+from tools.errors import UserError
 
 DEAD = "<dead>"  # marker: an original key with no counterpart here (dropped on purpose)
 MERGE_ORDER = [0, 2, 1, 3]  # timm block b <-> mmcv offset (row-major kh, kw); a self-inverse permutation
@@ -62,7 +63,7 @@ BLOCK_PARTS = [("attn.w_msa.", "attn."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.
                ("norm1.", "norm1."), ("norm2.", "norm2.")]
 
 
-class ConversionError(KeyError):
+class ConversionError(UserError, KeyError):
     """An original checkpoint that does not match the model; the message names the keys."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message

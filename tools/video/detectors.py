@@ -15,13 +15,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from tools.errors import UserError
+
 log = logging.getLogger(__name__)
 
 PERSON_CLASS = 0  # COCO class id of "person" in YOLO models
 HOG_MARGIN = (0.15, 0.08)  # fraction of a HOG box's width / height trimmed from each side
 
 
-class DetectorError(ValueError):
+class DetectorError(UserError, ValueError):
     """A detector that cannot be built or fed; the message names the config key and the fix."""
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from tools.errors import UserError
 from tools.labels import LabelDecoder
 from tools.video.detectors import Detector, build_detector
 from tools.video.smoothing import make_smoother
@@ -34,7 +35,7 @@ CSV_FIXED = ["frame", "track_id", "x1", "y1", "x2", "y2", "det_score", "classifi
 DEFAULT_FPS = 25.0  # when the container does not say
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video that cannot be processed; the message names the file and what to do."""
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: attribute metrics, decoding, reports and summaries; ReID and retrieval metrics."""
