@@ -26,6 +26,10 @@ _C.DATASET.ATTRS = []  # attributes to learn, in order; empty = every attribute 
 _C.DATASET.GROUPS = []  # attribute groups: [name, kind, attr, attr, ...], kind = exclusive | optional
 _C.DATASET.LABEL = "eval"  # public datasets: eval (published evaluated subset) | all
 _C.DATASET.SPLIT_ID = 0  # public datasets with several random partitions (PETA, RAP)
+_C.DATASET.PETA_SPLIT = "identity"  # PETA: identity (stratified, identity-disjoint, seed DATASET.SPLIT_SEED) | mat
+#                                      (PETA.mat partition SPLIT_ID; its 5 partitions share identities)
+_C.DATASET.PETA_SPLIT_FRACTIONS = [0.6, 0.2, 0.2]  # PETA identity split: train / val / test share of images
+#                                                   (PETAzs-like); a sum below 1 leaves the rest unused
 _C.DATASET.UNCERTAIN_LABEL = "negative"  # RAP / PKL label 2 (uncertain): negative (0, as Rethinking_of_PAR) | unknown (-1, masked)
 _C.DATASET.TRAIN_SPLIT = "train"  # split used for training (trainval to train on train+val)
 _C.DATASET.VAL_SPLIT = "val"  # split used to select the best epoch

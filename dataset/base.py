@@ -34,6 +34,8 @@ class PARData:
 
     ``labels`` is (N, A) float32 with 1 = present, 0 = absent, UNKNOWN (-1) = not annotated.
     ``splits`` maps a split name (train / val / test / trainval ...) to row indices.
+    ``identities`` / ``cameras`` (optional, aligned with ``image_paths``): int person identity and
+    camera / view codes per image, -1 = unknown; equal codes = same person / camera (for ReID).
     """
 
     name: str
@@ -43,6 +45,8 @@ class PARData:
     splits: dict[str, np.ndarray]
     groups: list[AttrGroup] = field(default_factory=list)
     image_root: Path | None = None  # images must resolve inside it (path-traversal guard)
+    identities: np.ndarray | None = None  # (N,) int64 person identity per image, -1 = unknown
+    cameras: np.ndarray | None = None  # (N,) int64 camera / view per image, -1 = unknown
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -56,6 +60,13 @@ class PARData:
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise DataError(f"{self.name}: split '{split}' holds index {int(idx.max())} outside 0..{n - 1}")
             self.splits[split] = idx
+        for key in ("identities", "cameras"):
+            codes = getattr(self, key)
+            if codes is not None:
+                codes = np.asarray(codes, dtype=np.int64)
+                if codes.shape != (n,):
+                    raise DataError(f"{self.name}: {key} has shape {codes.shape}, expected ({n},) (one per image)")
+                setattr(self, key, codes)
         for g in self.groups:
             missing = [x for x in g.attrs if x not in self.attr_names]
             if missing:
@@ -86,7 +97,7 @@ class PARData:
             if sum(a in names for a in g.attrs) >= 2
         ]
         return PARData(self.name, self.image_paths, self.labels[:, cols], list(names),
-                       dict(self.splits), groups, self.image_root)
+                       dict(self.splits), groups, self.image_root, self.identities, self.cameras)
 
 
 def groups_from_cfg(entries: list) -> list[AttrGroup]:
