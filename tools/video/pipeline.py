@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from tools.video.tracking import ByteTracker
 
 log = logging.getLogger(__name__)
 
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "file:")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts", ".flv")
 CSV_FIXED = ["frame", "track_id", "x1", "y1", "x2", "y2", "det_score", "classified", "labels"]
 DEFAULT_FPS = 25.0  # when the container does not say
@@ -64,6 +66,11 @@ class VideoOptions:
     max_frames: int = 0
     threshold: float = 0.5  # METRIC.THRESHOLD
     device: str | None = None  # for the YOLO detector
+    ssd_score: float = 0.3  # TEST.SSD_SCORE, TEST.SSD_NMS, TEST.SSD_TILES, TEST.SSD_TILE_OVERLAP (ssdlite)
+    ssd_nms: float = 0.45
+    ssd_tiles: int = 0
+    ssd_tile_overlap: float = 0.25
+    report: bool = True  # TEST.REPORT: <stem>_report/index.html
     max_label_lines: int = 5
     write_video: bool = True
     progress: bool = True
@@ -75,7 +82,8 @@ class VideoOptions:
                    hog_scale=t.HOG_SCALE, check_per_frame=t.CHECK_PER_FRAME, smoothing=t.SMOOTHING,
                    ema_alpha=t.EMA_ALPHA, window=t.WINDOW, min_box_height=t.MIN_BOX_HEIGHT,
                    min_box_width=t.MIN_BOX_WIDTH, max_frames=t.MAX_FRAMES, threshold=cfg.METRIC.THRESHOLD,
-                   device=None if cfg.DEVICE == "auto" else cfg.DEVICE)
+                   device=None if cfg.DEVICE == "auto" else cfg.DEVICE, ssd_score=t.SSD_SCORE, ssd_nms=t.SSD_NMS,
+                   ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT)
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
@@ -84,12 +92,15 @@ class VideoOptions:
             raise ValueError(f"TEST.MAX_FRAMES must be >= 0 (0 = whole video), got {self.max_frames}")
         make_smoother(self.smoothing, self.ema_alpha, self.window)  # raises on bad values
 
-    def make_detector(self, video: Path) -> Detector:
+    def make_detector(self, video: Path | None = None) -> Detector:
+        """The configured detector (``video`` names the MOT file when TEST.DET_FILE is a folder)."""
         det_file = Path(self.det_file) if self.det_file else Path("")
-        if self.det_file and det_file.is_dir():  # one MOT file per video, named after it
+        if self.det_file and det_file.is_dir() and video is not None:  # one MOT file per video, named after it
             det_file = det_file / f"{video.stem}.txt"
+        ssd = {"score": self.ssd_score, "nms_iou": self.ssd_nms, "tiles": self.ssd_tiles,
+               "tile_overlap": self.ssd_tile_overlap}
         return build_detector(self.detector, det_file=det_file if self.det_file else "", yolo_model=self.yolo_model,
-                              yolo_conf=self.conf, hog_scale=self.hog_scale, device=self.device)
+                              yolo_conf=self.conf, hog_scale=self.hog_scale, device=self.device, ssd=ssd)
 
 
 @dataclass
@@ -115,8 +126,34 @@ class TrackRecord:
         return None if self.prob_sum is None else self.prob_sum / self.n_classified
 
 
-def list_videos(path: str | Path, name: str = "") -> list[Path]:
-    """A video file, or the videos in a folder (only ``name`` when given), sorted."""
+class StreamSource(str):
+    """A stream URL (rtsp://, http://, file:// ...) or a camera index where a video path would stand;
+    ``stem`` / ``name`` name its outputs (``camera0``, the URL's last path part)."""
+
+    @property
+    def stem(self) -> str:
+        if self.isdigit():
+            return f"camera{self}"
+        tail = self.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        return re.sub(r"[^\w.-]+", "_", tail.rsplit(".", 1)[0] if "." in tail else tail) or "stream"
+
+    @property
+    def name(self) -> str:
+        return self.stem
+
+
+def as_source(path: str | Path) -> Path | StreamSource:
+    """A stream URL or camera index as a ``StreamSource``, anything else as a ``Path``."""
+    s = str(path)
+    if (s.isdigit() and not Path(s).exists()) or s.lower().startswith(STREAM_SCHEMES):
+        return StreamSource(s)
+    return Path(path)
+
+
+def list_videos(path: str | Path, name: str = "") -> list[Path | StreamSource]:
+    """A video file, a stream URL / camera index, or the videos in a folder (only ``name`` when given), sorted."""
+    if isinstance(as_source(path), StreamSource):
+        return [as_source(path)]
     p = Path(path)
     if not str(path) or not p.exists():
         raise VideoError(f"video path '{path}' does not exist; "
@@ -134,8 +171,11 @@ def list_videos(path: str | Path, name: str = "") -> list[Path]:
     return vids
 
 
-def open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray, dict]:
+def open_video(path: Path | StreamSource) -> tuple[cv2.VideoCapture, np.ndarray, dict]:
     """Open ``path`` and read its first frame; ``VideoError`` for a missing, non-video or empty file."""
+    if isinstance(path, StreamSource):
+        cap = cv2.VideoCapture(int(path) if path.isdigit() else str(path))
+        return _first_frame(cap, path, "stream / camera (OpenCV could not open it or read a frame)")
     if not path.exists():
         raise VideoError(f"video not found: {path}; set TEST.VIDEO_PATH to an existing file")
     if not path.is_file():
@@ -146,10 +186,14 @@ def open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray, dict]:
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{path} is not a readable video (OpenCV could not open it)")
-    ok, frame = cap.read()
+    return _first_frame(cap, path, "video: it has no frames that OpenCV can decode")
+
+
+def _first_frame(cap: cv2.VideoCapture, path: Any, what: str) -> tuple[cv2.VideoCapture, np.ndarray, dict]:
+    ok, frame = cap.read() if cap.isOpened() else (False, None)
     if not ok or frame is None:
         cap.release()
-        raise VideoError(f"{path} has no frames that OpenCV can decode")
+        raise VideoError(f"{path} is not a readable {what}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     meta = {"fps": fps if fps and math.isfinite(fps) and fps > 0 else DEFAULT_FPS,
             "width": int(frame.shape[1]), "height": int(frame.shape[0]),
@@ -222,7 +266,7 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
     """
     opts = options if isinstance(options, VideoOptions) else VideoOptions.from_cfg(options)
     opts.validate()
-    video = Path(video_path)
+    video = as_source(video_path)
     cap, frame, meta = open_video(video)
     try:
         detector = detector or opts.make_detector(video)

