@@ -168,6 +168,15 @@ _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
 _C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops
 _C.TEST.PREDICT_CSV = ""  # --mode predict: output CSV ("" = <experiment>/predictions.csv)
 
+# ----------------------------------------------------------------------------- attribute search
+_C.SEARCH = CN()
+_C.SEARCH.QUERY = ""  # --mode search: conditions joined by commas, e.g. "female, upper_colour=red, Backpack, not Hat"
+#                       (attribute names, group=value, not / != ; matched case-insensitively)
+_C.SEARCH.IN = ""  # processed videos (a <stem>_tracks.json, or a folder searched for them) or a folder of person
+#                    crops (then scored by the model); several: comma-separated
+_C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
+_C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
+
 # ----------------------------------------------------------------------------- distributed
 _C.DIST = CN()
 _C.DIST.BACKEND = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo

@@ -2,8 +2,9 @@
 
 Outputs in ``out_dir`` for ``<stem>.<ext>`` (frame numbers are 1-based, as in MOT files):
 ``<stem>_annotated.mp4``, ``<stem>_tracks.json`` (per track: frames, boxes, mean probability per
-attribute, decoded labels; plus the run summary) and ``<stem>_frames.csv`` (one row per frame x
-tracked person). The CSV is flushed every frame and the JSON is written even when the run stops
+attribute, decoded labels, best-crop thumbnails in ``<stem>_thumbs/``; plus the run summary),
+``<stem>_frames.csv`` (one row per frame x tracked person) and ``<stem>_report/index.html`` (a static,
+filterable page of the tracks). The CSV is flushed every frame and the JSON is written even when the run stops
 early (Ctrl-C, an error), marked ``"complete": false``.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts", ".flv")
 CSV_FIXED = ["frame", "track_id", "x1", "y1", "x2", "y2", "det_score", "classified", "labels"]
 DEFAULT_FPS = 25.0  # when the container does not say
+THUMB_HEIGHT = 192  # best-crop thumbnail per track: at most this tall
 
 
 class VideoError(UserError, ValueError):
@@ -114,12 +116,27 @@ class TrackRecord:
     scores: list[float] = field(default_factory=list)
     n_classified: int = 0
     prob_sum: np.ndarray | None = None
+    thumb: np.ndarray | None = None  # best classified crop so far (BGR), see offer_thumb
+    thumb_quality: float = -1.0
+    thumb_frame: int | None = None
+    thumb_path: str | None = None  # relative to the JSON's folder, once saved
 
     def observe(self, probs: np.ndarray) -> None:
         p = np.asarray(probs, np.float64)
         self.prob_sum = p.copy() if self.prob_sum is None else self.prob_sum + p
         self.n_classified += 1
         self.smoother.update(p)
+
+    def offer_thumb(self, frame: np.ndarray, box: list[int], score: float, frame_index: int) -> None:
+        """Keep the crop with the best detection score x height (capped at 256 px): confident and large."""
+        x1, y1, x2, y2 = box
+        quality = float(score) * min(y2 - y1, 256)
+        if quality > self.thumb_quality and y2 > y1 and x2 > x1:
+            crop = frame[y1:y2, x1:x2]
+            if crop.shape[0] > THUMB_HEIGHT:
+                w = max(1, round(crop.shape[1] * THUMB_HEIGHT / crop.shape[0]))
+                crop = cv2.resize(crop, (w, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
+            self.thumb, self.thumb_quality, self.thumb_frame = crop.copy(), quality, frame_index
 
     @property
     def mean_probs(self) -> np.ndarray | None:
@@ -253,7 +270,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 def output_paths(video: Path, out_dir: Path) -> dict[str, Path]:
     return {"video": out_dir / f"{video.stem}_annotated.mp4", "json": out_dir / f"{video.stem}_tracks.json",
-            "csv": out_dir / f"{video.stem}_frames.csv"}
+            "csv": out_dir / f"{video.stem}_frames.csv", "thumbs": out_dir / f"{video.stem}_thumbs",
+            "report": out_dir / f"{video.stem}_report" / "index.html"}
 
 
 def process_video(video_path: str | Path, predictor: PredictorLike, options: VideoOptions | Any,
@@ -323,6 +341,8 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
                 for i, p in zip(which, probs):
                     track(int(tracked.ids[i])).observe(p)
                     classified.add(i)
+                for i in classified:  # before any drawing on the frame
+                    track(int(tracked.ids[i])).offer_thumb(frame, boxes[i], tracked.scores[i], n_frames)
             t3 = time.perf_counter()
             secs["detector"] += t1 - t0
             secs["tracker"] += t2 - t1
@@ -372,8 +392,10 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
                     "par": _fps(n_frames, secs["par"]) if n_crops else None, "overall": _fps(n_frames, elapsed),
                     "par_crops": _fps(n_crops, secs["par"]) if n_crops else None},
             "seconds": {**{k: round(v, 3) for k, v in secs.items()}, "overall": round(elapsed, 3)},
-            "outputs": {k: str(v) for k, v in paths.items() if k != "video" or writer is not None},
+            "outputs": {k: str(v) for k, v in paths.items()
+                        if (k != "video" or writer is not None) and (k != "report" or opts.report)},
         }
+        _save_thumbs(tracks.values(), paths["thumbs"])
         _write_json(paths["json"], {
             **summary,
             "video_info": meta, "attr_names": attr_names,
@@ -381,7 +403,12 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
             "smoothing": {"type": opts.smoothing, "ema_alpha": opts.ema_alpha, "window": opts.window},
             "check_per_frame": opts.check_per_frame,
             "tracks": [_track_json(r, attr_names, decoder) for r in sorted(tracks.values(), key=lambda r: r.track_id)],
+            # best classified crop per track: {track id: {file (relative to this JSON), frame}}
+            "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame}
+                       for r in sorted(tracks.values(), key=lambda r: r.track_id) if r.thumb_path},
         })
+        if opts.report:
+            _write_report(paths)
         _log_summary(summary, status)
     if not tracks:
         log.warning("%s: no people detected in %d frames (detector %s); outputs hold no tracks",
@@ -404,6 +431,25 @@ def _classify(frame: np.ndarray, boxes: list[list[int]], predictor: PredictorLik
     if probs.shape != (len(crops), n_attrs):
         raise ValueError(f"predictor returned shape {probs.shape} for {len(crops)} crops and {n_attrs} attributes")
     return which, probs
+
+
+def _save_thumbs(records: Any, folder: Path) -> None:
+    """``<stem>_thumbs/<track id>.jpg`` per track with a classified crop; sets ``thumb_path``."""
+    for rec in records:
+        if rec.thumb is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            if cv2.imwrite(str(folder / f"{rec.track_id}.jpg"), rec.thumb, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                rec.thumb_path = f"{folder.name}/{rec.track_id}.jpg"
+
+
+def _write_report(paths: dict[str, Path]) -> None:
+    """The browsable report; a failure there is logged, never hides the run's own outcome."""
+    from tools.video.report import write_report
+
+    try:
+        write_report(paths["json"], paths["report"])
+    except Exception as e:  # noqa: BLE001 - an extra output must not mask the video's result
+        log.warning("could not write the report %s: %s: %s", paths["report"], type(e).__name__, e)
 
 
 def _track_json(rec: TrackRecord, attr_names: list[str], decoder: LabelDecoder) -> dict:
