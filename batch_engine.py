@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -113,95 +114,119 @@ def _on_every_rank(flag: torch.Tensor) -> torch.Tensor:
     return agreed.bool()
 
 
+@dataclass
+class StepOptions:
+    """How one optimisation step runs (everything but the batch and the modules)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    clip_norm: float = 0.0
+    ema: ModelEma | None = None
+    on_nonfinite: str = "stop"
+
+
+def _optimise(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, opt: StepOptions,
+              params: list[torch.Tensor]) -> None:
+    """Backward, clip, step (with the GradScaler under fp16 AMP), EMA update."""
+    optimizer.zero_grad(set_to_none=True)
+    if opt.scaler is not None:
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if opt.clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, opt.clip_norm, foreach=True)
+    if opt.scaler is not None:
+        opt.scaler.step(optimizer)
+        opt.scaler.update()
+    else:
+        optimizer.step()
+    if opt.ema is not None:
+        opt.ema.update(model)
+
+
+def _stop_on_nonfinite(msg: str) -> NonFiniteLoss:
+    return NonFiniteLoss(msg + "; the last good checkpoint is kept (lower the LR or set TRAIN.ON_NONFINITE skip)")
+
+
+def _start(carry: dict | None, device: torch.device) -> tuple[EpochResult, dict, torch.Tensor]:
+    """An epoch's running totals, from zero or from an interrupted epoch's ``carry``."""
+    carry = carry or {}
+    res = EpochResult(steps=carry.get("steps", 0), images=carry.get("images", 0),
+                      skipped_steps=carry.get("skipped_steps", 0), seconds=carry.get("seconds", 0.0))
+    loss_sum = torch.tensor(carry.get("loss_sum", 0.0), dtype=torch.float32, device=device)
+    return res, dict(carry.get("parts", {})), loss_sum
+
+
+def _finish(res: EpochResult, parts: dict, loss_sum: torch.Tensor, t0: float, epoch: int) -> EpochResult:
+    if res.steps == 0 and res.skipped_steps and not res.interrupted:
+        raise NonFiniteLoss(f"every step of epoch {epoch} had a non-finite loss ({res.skipped_steps} skipped): "
+                            "the weights have diverged; lower the LR and restart from the last good checkpoint")
+    res.seconds += time.perf_counter() - t0
+    res.loss_sum = loss_sum.item()
+    res.loss = res.loss_sum / max(res.steps, 1)
+    res.parts = {k: float(v) for k, v in parts.items()}
+    return res
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, *,
-                    device: torch.device, amp_dtype: torch.dtype | None = None,
-                    scaler: torch.amp.GradScaler | None = None, clip_norm: float = 0.0,
-                    ema: ModelEma | None = None, epoch: int = 0, log_every: int = 20,
-                    on_nonfinite: str = "stop", stop: StopRequest | None = None, start_step: int = 0,
-                    carry: dict | None = None, progress: bool = True, on_step=None) -> EpochResult:
+                    opt: StepOptions, epoch: int = 0, log_every: int = 20, stop: StopRequest | None = None,
+                    start_step: int = 0, carry: dict | None = None, progress: bool = True,
+                    on_step: Callable[[int], None] | None = None) -> EpochResult:
     """Train one epoch; returns its mean loss and speed. Stops early (``interrupted``) on a stop request.
 
     A mid-epoch resume passes ``start_step`` (batches already done) and ``carry`` (the interrupted
     epoch's ``EpochResult.carry()``), so the epoch's totals equal an uninterrupted epoch's."""
     model.train()
     criterion.train()
-    carry = carry or {}
-    res = EpochResult(steps=carry.get("steps", 0), images=carry.get("images", 0),
-                      skipped_steps=carry.get("skipped_steps", 0))
-    parts = dict(carry.get("parts", {}))
+    res, parts, loss_sum = _start(carry, opt.device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    loss_sum = torch.tensor(carry.get("loss_sum", 0.0), dtype=torch.float32, device=device)
-    pending_bad = torch.zeros((), device=device, dtype=torch.int64)
-    sync_every_step = device.type == "cpu" or on_nonfinite == "skip"
+    pending_bad = torch.zeros((), device=opt.device, dtype=torch.int64)
+    sync_every_step = opt.device.type == "cpu" or opt.on_nonfinite == "skip"  # a CPU sync costs nothing
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=None if progress else True, mininterval=1.0,
                dynamic_ncols=True)
-    t0 = time.perf_counter()
-    step = start_step
+    t0, step = time.perf_counter(), start_step
     for x, y, _ in bar:
-        with autocast(device, amp_dtype):
-            logits = model(x)
-            loss, step_parts = criterion(logits.float(), y)
+        with autocast(opt.device, opt.amp_dtype):
+            loss, step_parts = criterion(model(x).float(), y)
         finite = _on_every_rank(torch.isfinite(loss))  # DDP ranks must all skip/stop together, or they hang
+        step += 1
         if sync_every_step and not bool(finite):
-            msg = f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}"
-            if on_nonfinite == "stop":
-                raise NonFiniteLoss(msg + "; the last good checkpoint is kept (lower the LR or set TRAIN.ON_NONFINITE skip)")
-            log.warning("%s: step skipped", msg)
+            if opt.on_nonfinite == "stop":
+                raise _stop_on_nonfinite(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step - 1}")
+            log.warning("non-finite loss (%s) at epoch %d, step %d: step skipped", loss.item(), epoch, step - 1)
             res.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
-            step += 1
             continue
         parts = step_parts  # the reported parts are those of the last step that was not skipped
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if ema is not None:
-            ema.update(model)
+        _optimise(model, loss, optimizer, opt, params)
         loss_sum += loss.detach()
-        if not sync_every_step:
-            pending_bad += (~finite).long()
+        pending_bad += (~finite).long()
         res.steps += 1
         res.images += x.shape[0]
-        step += 1
-        if on_step is not None:
+        if on_step is not None:  # the trainer's after-step hooks
             on_step(step)
         if res.steps % log_every == 0:
-            if not sync_every_step and int(pending_bad):
-                raise NonFiniteLoss(f"non-finite loss at epoch {epoch} between steps {step - log_every} and {step}; "
-                                    "the last good checkpoint is kept (lower the LR or set TRAIN.ON_NONFINITE skip)")
+            if int(pending_bad):
+                raise _stop_on_nonfinite(f"non-finite loss at epoch {epoch} between steps {step - log_every} and {step}")
             bar.set_postfix(loss=f"{loss_sum.item() / res.steps:.4f}",
                             img_s=f"{res.images / (time.perf_counter() - t0):.1f}")
         if stop is not None and stop.requested:
             res.interrupted = True
             break
-    if not sync_every_step and int(pending_bad):
-        raise NonFiniteLoss(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
-    if res.steps == 0 and res.skipped_steps and not res.interrupted:
-        raise NonFiniteLoss(f"every step of epoch {epoch} had a non-finite loss ({res.skipped_steps} skipped): "
-                            "the weights have diverged; lower the LR and restart from the last good checkpoint")
-    res.seconds = carry.get("seconds", 0.0) + time.perf_counter() - t0
-    res.loss_sum = loss_sum.item()
-    res.loss = res.loss_sum / max(res.steps, 1)
-    res.parts = {k: float(v) for k, v in parts.items()}
+    if int(pending_bad):
+        raise _stop_on_nonfinite(f"non-finite loss during epoch {epoch}")
     res.last_step = getattr(loader, "position", step)  # the loader also counts batches it dropped as unreadable
-    return res
+    return _finish(res, parts, loss_sum, t0, epoch)
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, loader, criterion: nn.Module, *, device: torch.device,
-             amp_dtype: torch.dtype | None = None, desc: str = "eval",
+def validate(model: nn.Module, loader, criterion: nn.Module, *, to_probs: Callable[[torch.Tensor], torch.Tensor],
+             device: torch.device, amp_dtype: torch.dtype | None = None, desc: str = "eval",
              progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Returns (probabilities, labels, row indices, mean loss) over the loader."""
+    """Returns (probabilities, labels, row indices, mean loss) over the loader; ``to_probs`` maps
+    logits to probabilities (an inference contract's ``ProbabilityHead``)."""
     model.eval()
     criterion.eval()
     probs, labels, rows = [], [], []
@@ -213,7 +238,7 @@ def validate(model: nn.Module, loader, criterion: nn.Module, *, device: torch.de
         loss, _ = criterion(logits, y)
         loss_sum += loss * x.shape[0]
         n += x.shape[0]
-        probs.append(torch.sigmoid(criterion.adjust_logits(logits)))  # kept on the device: no sync per batch
+        probs.append(to_probs(logits))  # kept on the device: no sync per batch
         labels.append(y)
         rows.append(idx)
     return (torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy(), torch.cat(rows).numpy(),

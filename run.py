@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         opts += ["MODE", args.mode]
     cfg = load_config(args.config_file, opts)
     if cfg.MODE == "train":
-        from train_upar_2024 import train
+        from tools.engine import run_training
 
-        train(cfg, overwrite=args.overwrite)
+        run_training(cfg, overwrite=args.overwrite)
     elif cfg.MODE == "eval":
-        from train_upar_2024 import evaluate
+        from tools.evaluation.evaluator import evaluate
 
         evaluate(cfg)
     elif cfg.MODE == "video":

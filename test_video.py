@@ -19,7 +19,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import DataError
 from tools.checkpoint import CheckpointError
 from tools.inference import Predictor, experiment_dir, read_rgb
-from tools.labels import LabelDecoder
+from tools.inference.labels import LabelDecoder
 from tools.video.detectors import DetectorError, build_detector, resolve_detector_name
 from tools.video.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
@@ -95,7 +95,7 @@ def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
     predictor = predictor or Predictor.from_cfg(cfg)
     out = Path(cfg.TEST.PREDICT_CSV) if cfg.TEST.PREDICT_CSV else experiment_dir(cfg) / "predictions.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    decoder = LabelDecoder(predictor.attr_names, predictor.groups, cfg.METRIC.THRESHOLD)
+    decoder = predictor.decoder  # the checkpoint's thresholds and group decoding
     skipped, done = [], 0
     step = max(1, cfg.TEST.BATCH_SIZE)
     with open(out, "w", newline="", encoding="utf-8") as f:
@@ -113,7 +113,8 @@ def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
             if not batch:
                 continue
             for name, prob in zip(names, predictor.predict_images(batch)):
-                rows.writerow([name, "; ".join(decoder.text(decoder.decode(prob))), *(f"{v:.4f}" for v in prob)])
+                # %.9g round-trips float32: the CSV holds exactly what the model computed
+                rows.writerow([name, "; ".join(decoder.text(decoder.decode(prob))), *(f"{v:.9g}" for v in prob)])
             done += len(batch)
     log.info("predicted %d image(s) from %s -> %s (%d unreadable skipped)", done, folder, out, len(skipped))
     return {"csv": str(out), "images": done, "skipped": skipped}

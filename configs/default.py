@@ -50,13 +50,15 @@ _C.DATASET.ATTR_MAP = []  # mixed training: [source DATASET.NAME, source attribu
 #                          prefix the shared name with "!" for a complement (personalMale -> !Gender_female)
 _C.DATASET.SYNTH_SIZE = 600  # SYNTH: number of generated images
 _C.DATASET.SYNTH_NOISE = 0.1  # SYNTH: pixel noise std of generated images
+_C.DATASET.ATTR_FILE = ""  # MARKET1501 / DUKEMTMC: identity attribute .mat ("" = look for it in ROOT, ROOT/attribute,
+#                          ROOT/<Market-1501_Attribute | DukeMTMC-attribute> and beside ROOT; "none" = identities only)
 
 # ----------------------------------------------------------------------------- model
 _C.MODEL = CN()
 _C.MODEL.NAME = "timm"  # registry name: timm | c2t_base | c2t_small | c2t_lite ...
-_C.MODEL.BACKBONE = "resnet18"  # timm model name (MODEL.NAME = timm), or the spatial branch of c2t
+_C.MODEL.BACKBONE = ""  # timm model name (required for MODEL.NAME timm); for c2t_*: "" = the preset's spatial branch
 _C.MODEL.PRETRAINED = "none"  # local weight file of the backbone / spatial branch, or "none"
-_C.MODEL.VIT = "eva_large_patch14_196.mim_m38m"  # c2t: transformer branch (timm name)
+_C.MODEL.VIT = ""  # c2t: transformer branch (timm name); "" = the preset's
 _C.MODEL.VIT_PRETRAINED = "none"  # c2t: local weight file of the transformer branch, or "none"
 _C.MODEL.FUSION_DIM = 0  # c2t: cross-fusion width (0 = transformer width)
 _C.MODEL.FUSION_HEADS = 8  # c2t: heads of each cross-attention block
@@ -127,6 +129,7 @@ _C.LOSS.FOCAL_GAMMA = 2.0
 _C.LOSS.LA_MODE = "none"  # logit adjustment: none | train | posthoc
 _C.LOSS.LA_TAU = 1.0
 _C.LOSS.LOGIT_UPDATE = False  # scale logits by validation recall ratios (the seed study's best)
+_C.LOSS.LOGIT_UPDATE_FLOOR = 0.1  # logit update: recalls below this count as this (a never-predicted attribute is still corrected)
 _C.LOSS.GRADNORM_ALPHA = 1.5
 _C.LOSS.GRADNORM_LR = 0.025  # learning rate of the GradNorm task weights
 
@@ -176,6 +179,29 @@ _C.SEARCH.IN = ""  # processed videos (a <stem>_tracks.json, or a folder searche
 #                    crops (then scored by the model); several: comma-separated
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
 _C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
+
+# ----------------------------------------------------------------------------- person re-identification
+_C.REID = CN()
+_C.REID.NUM_INSTANCE = 4  # PK sampler: K images per identity; P = TRAIN.BATCH_SIZE / K identities per batch
+_C.REID.POOL = "avg"  # embedding head pooling of the backbone's map: avg | gem
+_C.REID.GEM_P = 3.0  # GeM: start value of the learnable exponent p
+_C.REID.NECK = "bnneck"  # bnneck (BatchNorm1d with frozen bias; triplet on the feature before it) | none
+_C.REID.ID_LOSS = "softmax"  # identity loss: softmax (linear classifier) | cosface | arcface | circle | none
+_C.REID.ID_WEIGHT = 1.0
+_C.REID.LABEL_SMOOTH = 0.1  # label smoothing eps of the identity cross-entropy (0 = plain CE)
+_C.REID.SCALE = 30.0  # cosface / arcface / circle: logit scale s (fast-reid: 30-64)
+_C.REID.MARGIN = 0.35  # cosface / arcface / circle: margin m (usual: cosface 0.35, arcface 0.5, circle 0.25)
+_C.REID.TRIPLET = "hard"  # batch-hard triplet: hard (with TRIPLET_MARGIN) | soft (soft margin) | none
+_C.REID.TRIPLET_MARGIN = 0.3
+_C.REID.TRIPLET_WEIGHT = 1.0
+_C.REID.TRIPLET_NORM = False  # L2-normalise the features before the triplet distances
+_C.REID.CENTER_WEIGHT = 0.0  # center loss weight (0 = off; Bag of Tricks: 0.0005)
+_C.REID.METRIC = "cosine"  # retrieval distance: cosine | euclidean (squared L2)
+_C.REID.RERANK = False  # k-reciprocal re-ranking of the evaluation distances (Zhong et al. 2017)
+_C.REID.RERANK_K1 = 20
+_C.REID.RERANK_K2 = 6
+_C.REID.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jaccard distance
+_C.REID.VIS_QUERIES = 8  # queries drawn in the ranked-list picture (query + top-10, green/red); 0 = none
 
 # ----------------------------------------------------------------------------- distributed
 _C.DIST = CN()

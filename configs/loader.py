@@ -10,14 +10,11 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from configs.default import get_cfg_defaults
-from tools.errors import UserError
+from configs.errors import ConfigError
+from configs.validate import validate_config
 
 BASE_KEY = "_BASE_"
 _YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration mistake; the message names the key and the fix."""
 
 
 def _flat_keys(node: CN, prefix: str = "") -> list[str]:
@@ -159,8 +156,6 @@ def load_config(path: str | Path | None = None, opts: Iterable[str] = (), valida
     merge_opts(cfg, opts)
     apply_aliases(cfg)
     if validate:
-        from configs.validate import validate_config
-
         validate_config(cfg)
     cfg.freeze()
     return cfg

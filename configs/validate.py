@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
-from configs.loader import ConfigError
+from configs.errors import ConfigError
 
 CHOICES = {
     "MODE": ("train", "eval", "video", "predict"),

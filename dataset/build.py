@@ -56,7 +56,7 @@ def used_splits(cfg: CN, data: PARData) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.device, rank: int = 0,
+def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.device, *, rank: int = 0,
                   world: int = 1) -> tuple[dict[str, BatchLoader], BadImageLog]:
     """Loaders for ``splits``. With DATASET.CACHE the images of those splits are decoded once;
     rows whose image is bad are dropped from the splits (and counted)."""
@@ -69,7 +69,7 @@ def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.devic
     files = None
     if d.CACHE:
         tensor, ok = build_cache([data.image_paths[i] for i in rows_used], size, d.MAX_IMAGE_PIXELS, bad,
-                                 d.CACHE_DIR, desc=f"caching {len(rows_used)} {data.name} images")
+                                 cache_dir=d.CACHE_DIR, desc=f"caching {len(rows_used)} {data.name} images")
         images = torch.zeros((len(data.image_paths), 3, *size), dtype=torch.uint8)
         images[torch.as_tensor(rows_used)] = tensor
         good = set(rows_used[ok].tolist())

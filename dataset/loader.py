@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from dataset.augment import augment_batch
 from dataset.base import DataError
-from dataset.images import BadImage, load_image
+from dataset.images import BadImage, load_image, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _cache_key(paths: list[Path], size_hw: tuple[int, int]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_cache(paths: list[Path], size_hw: tuple[int, int], max_pixels: int, bad: BadImageLog,
+def build_cache(paths: list[Path], size_hw: tuple[int, int], max_pixels: int, bad: BadImageLog, *,
                 cache_dir: str = "", desc: str = "caching images") -> tuple[torch.Tensor, np.ndarray]:
     """Decode + resize every image once: (N, 3, H, W) uint8 tensor and a bool mask of usable rows."""
     if cache_dir:
@@ -183,7 +183,7 @@ class BatchLoader:
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, step + self._offset)) & 0x7FFFFFFF)
             x = augment_batch(x, gen, total=max(self._per_rank, x.shape[0]) * self.world,
                               start=self.rank * max(self._per_rank, x.shape[0]))
-        x = torch.div(x.to(self.device, non_blocking=True), 255.0)  # uint8 -> float32 [0, 1] in one pass
+        x = to_model_input(x.to(self.device, non_blocking=True))  # uint8 -> float32 [0, 1] in one pass
         y = self.labels[torch.as_tensor(rows)].to(self.device, non_blocking=True)
         return x, y, torch.as_tensor(rows)
 

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 from torch import nn
 
-from configs.loader import ConfigError
+from configs.errors import ConfigError
 from dataset.base import AttrGroup
 from losses.bce import BCETerm
 from losses.categorical import CategoricalTerm
@@ -47,8 +47,8 @@ def _make_term(t: TermSpec, attr_names: list[str], groups: list[AttrGroup], mode
     if t.name == "gradnorm":
         if model is None or not hasattr(model, "shared_params"):
             raise ConfigError("the gradnorm loss needs the model (its shared_params()); pass model= to build_loss")
-        term = GradNormTerm(len(attr_names), model.shared_params, p["ALPHA"], p["LR"],
-                            p["LABEL_SMOOTH"], p["SAMPLE_WEIGHT"], p["SCALE"])
+        term = GradNormTerm(len(attr_names), model.shared_params, alpha=p["ALPHA"], lr=p["LR"],
+                            label_smooth=p["LABEL_SMOOTH"], sample_weight=p["SAMPLE_WEIGHT"], scale=p["SCALE"])
         term.shared_trainable()  # fail now, not at the first step, when the shared layer is frozen
         return term
     raise ConfigError(f"loss term {t.name!r} has no implementation")  # spec and build out of sync
@@ -60,7 +60,8 @@ def build_from_spec(spec: LossSpec, attr_names: list[str], groups: list[AttrGrou
         raise ConfigError("sample weighting and logit adjustment need the train-split priors; "
                           "pass priors=PARData.label_priors('train') to build_loss")
     terms = [(t.name, t.weight, _make_term(t, attr_names, groups, model)) for t in spec.terms]
-    return LossStack(terms, len(attr_names), priors, spec.sizesum, spec.logit_update, spec.la_mode, spec.la_tau)
+    return LossStack(terms, len(attr_names), priors, sizesum=spec.sizesum, logit_update=spec.logit_update,
+                     la_mode=spec.la_mode, la_tau=spec.la_tau, update_floor=spec.update_floor)
 
 
 def build_loss(cfg, attr_names: list[str], groups: list[AttrGroup], priors: np.ndarray | None,

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from configs.loader import ConfigError
+from configs.errors import ConfigError
 from losses.bce import BCETerm
 
 MIN_WEIGHT = 1e-3  # keeps w positive: G_j = w_j ||dL_j/dW|| only holds for w_j > 0
@@ -32,7 +32,7 @@ class GradNormError(ConfigError):
 
 
 class GradNormTerm(nn.Module):
-    def __init__(self, num_attrs: int, shared_params: Callable[[], list[nn.Parameter]], alpha: float = 1.5,
+    def __init__(self, num_attrs: int, shared_params: Callable[[], list[nn.Parameter]], *, alpha: float = 1.5,
                  lr: float = 0.025, label_smooth: float = 0.0, sample_weight: bool = False, scale: float = 1.0):
         super().__init__()
         self.num_attrs = num_attrs
@@ -44,6 +44,7 @@ class GradNormTerm(nn.Module):
         self.register_buffer("initial_set", torch.zeros(num_attrs, dtype=torch.bool))
         self.optimizer = torch.optim.Adam([self.weights], lr=lr)
         self.last_grad_loss = torch.zeros(())
+        self.skipped_updates = 0  # weight updates skipped for non-finite losses / gradients (this process)
 
     # --- state: the Adam moments and step count travel with the weights (checkpoint / resume)
     def get_extra_state(self) -> dict:
@@ -74,6 +75,12 @@ class GradNormTerm(nn.Module):
         return params
 
     def _update(self, losses: torch.Tensor) -> None:
+        # An overflowing batch (inf/NaN losses or gradients) must not reach w or Adam's moments: NaN
+        # survives clamp_ and the renormalisation, so one such step would poison w for good, and
+        # TRAIN.ON_NONFINITE skip (which skips the model's step) could never recover. Skip it here too.
+        if not bool(torch.isfinite(losses.detach()).all()):
+            self.skipped_updates += 1
+            return
         shared = self.shared_trainable()
         norms = []
         for j in range(self.num_attrs):
@@ -99,6 +106,9 @@ class GradNormTerm(nn.Module):
             target = (g.mean() * inverse_rate.pow(self.alpha)).detach()
             grad_loss = (g - target).abs().sum()
             (dw,) = torch.autograd.grad(grad_loss, self.weights)
+        if not bool(torch.isfinite(dw).all()):
+            self.skipped_updates += 1
+            return
         self.optimizer.zero_grad(set_to_none=True)
         self.weights.grad = dw
         self.optimizer.step()

@@ -6,9 +6,12 @@ stored. During the following epoch the loss sees, for every known label,
     z'_bj = z_bj * R-_j / R+_j   if y_bj = 1
     z'_bj = z_bj * R+_j / R-_j   if y_bj = 0
 
-A recall that is 0 or undefined (NaN: no positive / negative label in the validation split) is
-replaced by 1 first, so nothing divides by zero; before the first validation both are 1 (plain
-loss). The ratios are constants (no gradient). Prediction always uses the raw logits.
+An undefined recall (NaN: no positive / negative label in the validation split) is replaced by
+1 (no information, no correction). A recall below ``floor`` (LOSS.LOGIT_UPDATE_FLOOR, default
+0.1) counts as ``floor``: nothing divides by zero, and an attribute that is never predicted
+positive (R+ = 0, the case the update exists for) gets the strongest correction, R-/floor,
+instead of none. Before the first validation both are 1 (plain loss). The ratios are constants
+(no gradient). Prediction always uses the raw logits.
 """
 from __future__ import annotations
 
@@ -17,14 +20,18 @@ import torch
 from torch import nn
 
 
-def safe_recall(r: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(r) & (r > 0), r, torch.ones_like(r))
+def safe_recall(r: torch.Tensor, floor: float) -> torch.Tensor:
+    """NaN (undefined) -> 1; anything below ``floor`` -> ``floor``."""
+    return torch.where(torch.isfinite(r), r.clamp(min=floor), torch.ones_like(r))
 
 
 class LogitUpdate(nn.Module):
-    def __init__(self, num_attrs: int):
+    def __init__(self, num_attrs: int, floor: float = 0.1):
         super().__init__()
+        if not 0 < floor <= 1:
+            raise ValueError(f"LOSS.LOGIT_UPDATE_FLOOR must be in (0, 1], got {floor}")
         self.num_attrs = num_attrs
+        self.floor = float(floor)
         # persistent buffers: they travel in the checkpoint so a resumed run continues identically
         self.register_buffer("pos_recall", torch.ones(num_attrs))
         self.register_buffer("neg_recall", torch.ones(num_attrs))
@@ -40,7 +47,7 @@ class LogitUpdate(nn.Module):
 
     def ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale for positive labels, scale for negative labels), each (A,)."""
-        rp, rn = safe_recall(self.pos_recall), safe_recall(self.neg_recall)
+        rp, rn = safe_recall(self.pos_recall, self.floor), safe_recall(self.neg_recall, self.floor)
         return rn / rp, rp / rn
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from configs.loader import ConfigError
+from configs.errors import ConfigError
 
 
 class FromCfg(str):
@@ -100,6 +100,7 @@ class LossSpec:
     la_mode: str = "none"
     la_tau: float = 1.0
     source: str = "LOSS.TYPE"
+    update_floor: float = 0.1
     needs_priors: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -152,8 +153,11 @@ def resolve_loss_spec(cfg) -> LossSpec:
     if loss.LA_MODE not in ("none", "train", "posthoc"):
         raise ConfigError(f"LOSS.LA_MODE = {loss.LA_MODE!r} is not one of 'none', 'train', 'posthoc'")
     la_tau = _number(0.0)("LOSS.LA_TAU", loss.LA_TAU)
+    floor = float(loss.LOGIT_UPDATE_FLOOR)
+    if not 0 < floor <= 1:
+        raise ConfigError(f"LOSS.LOGIT_UPDATE_FLOOR must be in (0, 1], got {floor}; e.g. LOSS.LOGIT_UPDATE_FLOOR: 0.1")
     return LossSpec(terms, bool(loss.SIZESUM), bool(loss.LOGIT_UPDATE or options.get("logit_update", False)),
-                    loss.LA_MODE, la_tau, source)
+                    loss.LA_MODE, la_tau, source, floor)
 
 
 def check_loss_config(cfg) -> None:

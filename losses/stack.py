@@ -24,8 +24,9 @@ class LossStack(nn.Module):
     ``gradnorm_grad_loss``, ``gradnorm_w_min``, ``gradnorm_w_max``).
     """
 
-    def __init__(self, terms: list[tuple[str, float, nn.Module]], num_attrs: int, priors: np.ndarray | None = None,
-                 sizesum: bool = True, logit_update: bool = False, la_mode: str = "none", la_tau: float = 1.0):
+    def __init__(self, terms: list[tuple[str, float, nn.Module]], num_attrs: int, priors: np.ndarray | None = None, *,
+                 sizesum: bool = True, logit_update: bool = False, la_mode: str = "none", la_tau: float = 1.0,
+                 update_floor: float = 0.1):
         super().__init__()
         if not terms:
             raise ValueError("a LossStack needs at least one term")
@@ -48,7 +49,7 @@ class LossStack(nn.Module):
             raise ValueError("priors must be positive rates in [0, 1] (from the train split)")
         # persistent: a checkpoint keeps the train priors its sample weights / logit adjustment used
         self.register_buffer("priors", torch.from_numpy(p.copy()))
-        self.logit_update = LogitUpdate(num_attrs)
+        self.logit_update = LogitUpdate(num_attrs, update_floor)
 
     def _follow(self, device: torch.device) -> None:
         """Move the loss state to the logits' device once (the caller may never call .to())."""

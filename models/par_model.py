@@ -43,6 +43,15 @@ class PARModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per RGB channel that ``forward`` applies to its [0, 1] input."""
+        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
+
+    def set_normalisation(self, mean, std) -> None:
+        """Use another input normalisation (an inference contract's; the buffers are not saved)."""
+        self.mean.copy_(torch.tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
+        self.std.copy_(torch.tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, D) features."""
         return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))

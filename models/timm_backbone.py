@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from configs.errors import ConfigError
 from models.pretrained import load_pretrained, package_weights
 from models.registry import register_model
 
@@ -36,6 +37,9 @@ class TimmBackbone(nn.Module):
 
 @register_model("timm")
 def timm_backbone(cfg: CN) -> TimmBackbone:
+    if not cfg.MODEL.BACKBONE:
+        raise ConfigError("MODEL.NAME timm needs MODEL.BACKBONE: a timm model name, e.g. resnet50 or "
+                          "efficientnet_lite0")
     m = TimmBackbone(cfg.MODEL.BACKBONE, (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH), cfg.MODEL.DROP_PATH)
     load_pretrained(m.model, cfg.MODEL.PRETRAINED, "MODEL.PRETRAINED")
     pkg = package_weights(cfg.MODEL.PRETRAINED)

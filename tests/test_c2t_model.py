@@ -124,7 +124,7 @@ def mmcv_swin_block(blk: SwinBlock, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("hw", [(8, 4), (9, 16)])  # maps smaller than / not a multiple of the 7 window
 def test_swin_block_matches_mmcv_semantics(shift, hw):
     torch.manual_seed(0)
-    blk = SwinBlock(16, 2, 7, shift, 4.0, True, 0.0).eval()
+    blk = SwinBlock(16, 2, 7, shift=shift, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0).eval()
     with torch.no_grad():
         blk.attn.relative_position_bias_table.normal_(0, 1)  # make the bias matter
     x = torch.randn(2, *hw, 16)
@@ -325,3 +325,34 @@ def test_drop_path_follows_the_config(small):
     lite = build_model(cfg, N_ATTR)
     assert isinstance(lite.backbone.vit.blocks[0].drop_path1, torch.nn.Identity)  # linear rule from 0 ...
     assert math.isclose(lite.backbone.vit.blocks[-1].drop_path1.drop_prob, 0.2, abs_tol=1e-6)  # ... to the key
+
+
+def test_a_backbone_set_by_a_base_yaml_is_used_with_a_warning_and_named_when_it_conflicts(tmp_path, caplog):
+    """peta.yaml sets MODEL.BACKBONE resnet50 for its timm model; a config on top of it that switches to
+    c2t_lite must not get a ResNet-50 spatial branch silently, nor an error that hides where it came from."""
+    from configs import ConfigError, load_config
+    from models.c2t.c2tnet import resolve_branches
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "on_peta.yaml").write_text(f"_BASE_: {repo / 'configs' / 'peta.yaml'}\nMODEL:\n  NAME: c2t_lite\n")
+    cfg = load_config(tmp_path / "on_peta.yaml")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_branches(cfg, "c2t_lite") == ("resnet50", "vit_tiny_patch16_224")
+    assert "MODEL.BACKBONE = resnet50 (set by the config, its _BASE_ or the command line) replaces the c2t_lite " \
+           "preset's efficientnet_lite0" in caplog.text
+    with pytest.raises(ConfigError, match=r"fits only efficientnet_lite0, but the spatial branch is MODEL.BACKBONE "
+                                          r"= resnet50 \(set by the config, its _BASE_ or the command line\)"):
+        resolve_branches(load_config(tmp_path / "on_peta.yaml", ["MODEL.PRETRAINED", "package:efficientnet-lite0"]),
+                         "c2t_lite")
+    # left empty (the schema default), the preset's branches are used without a word
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert resolve_branches(c2t_cfg("c2t_lite"), "c2t_lite") == ("efficientnet_lite0", "vit_tiny_patch16_224")
+    assert "replaces" not in caplog.text
+
+
+def test_timm_needs_a_backbone_name():
+    from configs import ConfigError
+
+    with pytest.raises(ConfigError, match="MODEL.NAME timm needs MODEL.BACKBONE"):
+        build_model(c2t_cfg("timm"), N_ATTR)

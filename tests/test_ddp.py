@@ -42,21 +42,21 @@ def _opts(tmp: Path, name: str, **extra) -> list[str]:
 
 def _train_capturing(opts: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
     """Run ``train(cfg)`` and return its summary and the trained parameters of this process."""
-    import train_upar_2024
     from configs import load_config
+    from tools.engine import trainer as engine_trainer
 
     seen = {}
-    real = train_upar_2024.train_one_epoch
+    real = engine_trainer.train_one_epoch
 
     def capture(net, *args, **kwargs):
         seen["net"] = net
         return real(net, *args, **kwargs)
 
-    train_upar_2024.train_one_epoch = capture
+    engine_trainer.train_one_epoch = capture
     try:
-        summary = train_upar_2024.train(load_config(REPO / "configs" / "demo.yaml", opts))
+        summary = engine_trainer.run_training(load_config(REPO / "configs" / "demo.yaml", opts))
     finally:
-        train_upar_2024.train_one_epoch = real
+        engine_trainer.train_one_epoch = real
     net = seen["net"]
     model = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
     return summary, {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from configs.default import get_cfg_defaults
 from models import build_model
 from models.freeze import apply_finetune_mode
-from train_upar_2024 import build_optimizer
+from tools.engine import build_optimizer
 
 N_ATTR = 4
 

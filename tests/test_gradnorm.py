@@ -194,3 +194,29 @@ def test_on_the_c2t_lite_model_in_partial_mode():
     cfg.FINETUNE.MODE = "head"
     with pytest.raises(GradNormError, match="frozen"):
         build_loss(cfg, ["a", "b", "c", "d"], [], None, build_model(cfg, 4))
+
+
+def test_an_overflowing_batch_leaves_the_weights_finite_and_training_continues_with_skip():
+    """One batch whose logits overflow to inf: ON_NONFINITE skip drops that step, GradNorm does not let
+    the inf/NaN reach its weights or Adam moments, and the next batches keep moving the weights."""
+    from batch_engine import StepOptions, train_one_epoch
+
+    torch.manual_seed(0)
+    model = LinearShared(4, 6, 3)
+    crit = gradnorm(model, 3, lr=0.05)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    good = [(torch.randn(8, 4), (torch.rand(8, 3) > 0.5).float(), torch.arange(8)) for _ in range(5)]
+    bad = (torch.full((8, 4), 3e38), good[0][1], torch.arange(8))  # W x overflows float32 -> inf loss
+    loader = [good[0], good[1], bad, good[2], good[3], good[4]]
+    term = crit.terms[0]
+    weights_seen = []
+    res = train_one_epoch(model, loader, crit, opt, opt=StepOptions(device=torch.device("cpu"), on_nonfinite="skip"),
+                          progress=False, on_step=lambda s: weights_seen.append(term.weights.detach().clone()))
+    assert res.skipped_steps == 1 and res.steps == 5
+    assert term.skipped_updates == 1
+    w = term.weights.detach()
+    assert bool(torch.isfinite(w).all()) and w.sum().item() == pytest.approx(3.0, abs=1e-5)
+    assert all(bool(torch.isfinite(v).all()) for st in term.optimizer.state.values() for v in st.values()
+               if torch.is_tensor(v))
+    assert not torch.equal(weights_seen[1], weights_seen[-1])  # after the bad batch the weights still move
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())

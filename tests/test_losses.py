@@ -228,8 +228,9 @@ NEG_R = np.array([0.9, 0.8, 0.0, 0.6], np.float32)
 
 
 def np_update_scale():
-    rp = np.where(np.isfinite(POS_R) & (POS_R > 0), POS_R, 1.0)
-    rn = np.where(np.isfinite(NEG_R) & (NEG_R > 0), NEG_R, 1.0)
+    # undefined (NaN) -> 1; below the floor (LOSS.LOGIT_UPDATE_FLOOR 0.1) -> 0.1
+    rp = np.where(np.isfinite(POS_R), np.maximum(POS_R, 0.1), 1.0)
+    rn = np.where(np.isfinite(NEG_R), np.maximum(NEG_R, 0.1), 1.0)
     return np.where(Y01 == 1, rn / rp, rp / rn)
 
 
@@ -239,11 +240,21 @@ def test_logit_update_first_epoch_is_plain_then_scales_by_recall_ratios():
     assert run(crit)[0].item() == pytest.approx(plain, rel=1e-5)
     crit.on_validation_end(POS_R, NEG_R)
     s = np_update_scale()
-    assert s[0, 0] == pytest.approx(0.9 / 0.5) and s[0, 1] == pytest.approx(1.0 / 0.8)  # zero recall -> 1
-    assert s[1, 2] == pytest.approx(1.0 / 0.9) and s[2, 2] == pytest.approx(0.9 / 1.0)
+    # a never-predicted attribute (R+ = 0) is corrected, not left alone: its recall counts as the floor
+    assert s[0, 0] == pytest.approx(0.9 / 0.5) and s[0, 1] == pytest.approx(0.1 / 0.8)
+    assert s[1, 2] == pytest.approx(0.1 / 0.9) and s[2, 2] == pytest.approx(0.9 / 0.1)
     want = np_reduce(np_bce(Z * s, Y01), KNOWN)
     assert run(crit)[0].item() == pytest.approx(want, rel=1e-5)
     assert torch.equal(crit.adjust_logits(torch.tensor(Z)), torch.tensor(Z))  # prediction untouched
+
+
+def test_logit_update_floor_is_a_config_key():
+    crit = stack(["LOSS.LOGIT_UPDATE", "True", "LOSS.LOGIT_UPDATE_FLOOR", "0.25"])
+    crit.on_validation_end(np.array([0.0, 0.5, 0.9, 1.0], np.float32), np.array([1.0, 1.0, 0.0, 0.5], np.float32))
+    pos_scale, neg_scale = crit.logit_update.ratios()
+    np.testing.assert_allclose(pos_scale.numpy(), [1.0 / 0.25, 1.0 / 0.5, 0.25 / 0.9, 0.5 / 1.0], rtol=1e-6)
+    with pytest.raises(ConfigError, match="LOSS.LOGIT_UPDATE_FLOOR must be in"):
+        stack(["LOSS.LOGIT_UPDATE", "True", "LOSS.LOGIT_UPDATE_FLOOR", "0.0"])
 
 
 def test_myloss_alias_is_the_logit_update():

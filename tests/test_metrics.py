@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tools.metrics import compute_metrics, decode_exclusive
+from tools.evaluation.metrics import compute_metrics, decode_exclusive
 
 
 def test_label_metrics_against_hand_computed_values():
@@ -55,3 +55,20 @@ def test_exclusive_group_decoding_keeps_one_member():
     out = decode_exclusive(probs, [[0, 1, 2]])
     assert out[:, :3].tolist() == [[0, 1, 0], [1, 0, 0]]
     assert out[:, 3].tolist() == [0.9, 0.2]  # ungrouped attribute untouched
+
+
+def test_rethinking_convention_counts_an_attribute_without_positives_as_recall_0():
+    """Ours leaves such an attribute out of mA; Rethinking_of_PAR's counts its positive recall as 0."""
+    labels = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    probs = np.array([[0.9, 0.1], [0.2, 0.7], [0.4, 0.2], [0.1, 0.3]])
+    m = compute_metrics(probs, labels)
+    # attribute 0: R+ = 1/2, R- = 2/2 -> 0.75; attribute 1: no positive, R- = 3/4
+    assert m["ma"] == pytest.approx(0.75) and m["n_attrs_evaluated"] == 1
+    assert m["ma_rethinking"] == pytest.approx((0.75 + (0 + 0.75) / 2) / 2)
+
+
+def test_per_attribute_thresholds():
+    labels = np.array([[1, 1], [0, 0]])
+    probs = np.array([[0.6, 0.6], [0.4, 0.4]])
+    m = compute_metrics(probs, labels, np.array([0.5, 0.7]))
+    np.testing.assert_allclose(m["per_attr"]["pos_recall"], [1.0, 0.0])

@@ -1,5 +1,5 @@
 """ONNX export of the lite preset (C2T-lite at a tiny input size, random init): dynamic batch axis,
-onnxruntime matches PyTorch within 1e-4."""
+probabilities out, onnxruntime matches PyTorch within 1e-4."""
 from __future__ import annotations
 
 import json
@@ -31,7 +31,7 @@ def test_onnxruntime_matches_pytorch_at_batch_1_and_3(exported):
     ckpt, path = exported
     pred = Predictor.from_checkpoint(ckpt, device="cpu")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["images"] and [o.name for o in sess.get_outputs()] == ["logits"]
+    assert [i.name for i in sess.get_inputs()] == ["images"] and [o.name for o in sess.get_outputs()] == ["probs"]
     assert not isinstance(sess.get_inputs()[0].shape[0], int)  # the batch axis is symbolic
     gen = torch.Generator().manual_seed(123)
     for b in (1, 3):
@@ -55,6 +55,6 @@ def test_verification_catches_a_different_model(exported):
     pred = Predictor.from_checkpoint(ckpt, device="cpu")
     assert verify_onnx(pred.model, path, pred.height, pred.width) < 1e-4
     with torch.no_grad():
-        pred.model.head.logits.bias += 0.01
-    with pytest.raises(ExportError, match="differs from PyTorch by 1.00e-02"):
+        pred.model.model.head.logits.bias += 1.0
+    with pytest.raises(ExportError, match="differs from PyTorch by"):
         verify_onnx(pred.model, path, pred.height, pred.width)

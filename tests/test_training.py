@@ -12,7 +12,7 @@ RESULT_FILES = ["config.yaml", "log.txt", "metrics.csv", "attributes_best.csv", 
 def test_demo_learns_beyond_chance(tmp_path):
     """A shorter version of configs/demo.yaml: the model must learn, not just run."""
     from configs import load_config
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg = load_config(REPO / "configs/demo.yaml", tiny_opts(
         tmp_path, **{"DATASET.SYNTH_SIZE": 320, "DATASET.HEIGHT": 96, "DATASET.WIDTH": 48, "TRAIN.MAX_EPOCH": 6}))
@@ -44,7 +44,7 @@ def test_run_py_writes_every_result_file_and_eval_mode(tmp_path):
     assert (exp / "eval_val_attributes.csv").is_file()
 
     # a finished run is not overwritten by accident
-    from train_upar_2024 import ExperimentExists
+    from tools.engine import ExperimentExists
 
     with pytest.raises(ExperimentExists, match="--overwrite"):
         run.main(["--config-file", str(REPO / "configs/demo.yaml"), *opts])
@@ -52,7 +52,7 @@ def test_run_py_writes_every_result_file_and_eval_mode(tmp_path):
 
 def test_two_runs_of_the_same_config_give_identical_metrics(tmp_path):
     from configs import load_config
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     runs = []
     for k in range(2):

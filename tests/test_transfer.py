@@ -30,7 +30,7 @@ def native_miniature(root, n_tubes=24, seed=0):
 
 def test_head_finetune_on_other_attributes_reinitialises_only_the_head(tmp_path):
     from configs import load_config
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     src = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, NAME="source"))
     train(src)

@@ -11,11 +11,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from tests._video_helpers import (ATTRS, GROUPS, N_FRAMES, FakePredictor, gt_box, load_script, make_checkpoint,
-                                  make_video, tiny_cfg)
+from tests._video_helpers import (
+    ATTRS,
+    GROUPS,
+    N_FRAMES,
+    FakePredictor,
+    gt_box,
+    load_script,
+    make_checkpoint,
+    make_video,
+    tiny_cfg,
+)
 from tools.inference import Predictor
-from tools.labels import LabelDecoder
+from tools.inference.labels import LabelDecoder
 from tools.video import VideoOptions, process_video
 from tools.video.detectors import HogDetector, build_detector
 from tools.video.pipeline import CSV_FIXED
@@ -223,10 +233,11 @@ def test_predictor_matches_the_model(ckpt, tmp_path):
     imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 50), (64, 32), (30, 90))]
     cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(imgs[0], cv2.COLOR_RGB2BGR))
     probs = pred.predict_images([*imgs, tmp_path / "a.png"])  # 4 images in batches of 2
-    x = torch.stack([torch.from_numpy(cv2.resize(im, (32, 64), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
-                     for im in imgs]).float() / 255
+    # the oracle: PIL's bilinear resize (what training's loader uses), /255, then the bare network
+    x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(im).resize((32, 64), Image.BILINEAR)))
+                     .permute(2, 0, 1) for im in imgs]).float() / 255
     with torch.inference_mode():
-        ref = torch.sigmoid(pred.model(x)).numpy()
+        ref = torch.sigmoid(pred.loaded.net(x)).numpy()
     assert probs.shape == (4, len(ATTRS)) and probs.dtype == np.float32
     np.testing.assert_allclose(probs[:3], ref, atol=1e-5)
     np.testing.assert_allclose(probs[3], probs[0], atol=1e-6)  # a path reads as RGB like the array

@@ -1,6 +1,6 @@
 """Side-by-side speed figures of the framework against a bare PyTorch loop (not a test).
 
-    uv run python -m tools.benchmark --config configs/native_lite.yaml --batch-size 32 --device cpu \
+    uv run python -m tools.benchmark --config-file configs/native_lite.yaml --batch-size 32 --device cpu \
         --amp off --steps 8 --repeats 3 [--json bench.json] [--reference]
 
 On the same model and batch size it measures
@@ -19,7 +19,7 @@ median of the per-pair ratios, so a machine shared with other jobs (whose load d
 neither side. Both loops run under the framework's kernel settings (tools.device.configure_backends).
 
 GPU comparison (issue 6):
-    uv run python -m tools.benchmark --config configs/native.yaml --batch-size 64 --device cuda \
+    uv run python -m tools.benchmark --config-file configs/native.yaml --batch-size 64 --device cuda \
         --amp bf16 --steps 10 --repeats 5 --reference --json c2t_base_bf16.json
 """
 from __future__ import annotations
@@ -45,7 +45,8 @@ H100_BF16_DENSE_TFLOPS = 989.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Framework vs bare-loop training speed, eval, data path, memory.")
-    p.add_argument("--config", default="configs/native_lite.yaml", help="experiment YAML (the preset)")
+    p.add_argument("--config-file", "--config", dest="config", default="configs/native_lite.yaml",
+                   help="experiment YAML (the preset); --config is the old spelling")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
@@ -267,11 +268,11 @@ def forward_flops(model, batch: int, size_hw, device, amp_dtype) -> float:
 
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    from batch_engine import ModelEma, train_one_epoch, validate
+    from batch_engine import ModelEma, StepOptions, train_one_epoch, validate
     from losses import build_loss
     from models import build_model
     from tools.device import configure_backends, select_amp, select_device
-    from train_upar_2024 import build_optimizer, seed_everything
+    from tools.engine import build_optimizer, seed_everything
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     if args.threads:
@@ -304,9 +305,9 @@ def run(args: argparse.Namespace) -> dict:
 
     def framework(n: int) -> tuple[int, float]:
         lim = LimitedLoader(train_loader, n)
-        res = train_one_epoch(net, lim, criterion, opt_fw, device=device, amp_dtype=amp_dtype, scaler=scaler,
-                              clip_norm=clip, ema=ema, log_every=cfg.TRAIN.LOG_EVERY,
-                              on_nonfinite=cfg.TRAIN.ON_NONFINITE, progress=False)
+        opt = StepOptions(device=device, amp_dtype=amp_dtype, scaler=scaler, clip_norm=clip, ema=ema,
+                          on_nonfinite=cfg.TRAIN.ON_NONFINITE)
+        res = train_one_epoch(net, lim, criterion, opt_fw, opt=opt, log_every=cfg.TRAIN.LOG_EVERY, progress=False)
         return res.images, lim.wait_s
 
     out: dict = {"config": args.config, "model": cfg.MODEL.NAME, "params_m": n_params / 1e6, "batch_size": B,
@@ -365,7 +366,8 @@ def run(args: argparse.Namespace) -> dict:
     _reset_peak(device)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        probs, *_ = validate(net, ev, criterion, device=device, amp_dtype=amp_dtype, progress=False)
+        probs, *_ = validate(net, ev, criterion, to_probs=torch.sigmoid, device=device, amp_dtype=amp_dtype,
+                             progress=False)
         eval_ips.append(len(probs) / (time.perf_counter() - t0))  # validate ends with a host copy: synced
     out["eval_images_per_s"] = statistics.median(eval_ips)
     peaks["eval"] = _peak_mb(device)

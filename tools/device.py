@@ -34,7 +34,7 @@ def select_device(spec: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from configs.loader import ConfigError
+        from configs.errors import ConfigError
 
         raise ConfigError(f"DEVICE = {spec!r} but no CUDA device is visible; set DEVICE cpu or auto")
     return device

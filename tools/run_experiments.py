@@ -69,7 +69,7 @@ def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: lis
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Train every experiment of configs/experiments/, then summarize.")
-    p.add_argument("--base", default=None, help="preset the experiments' own keys go on (default: their _BASE_)")
+    p.add_argument("--config-file", "--base", dest="base", default=None, help="preset the experiments' own keys go on (default: their _BASE_)")
     p.add_argument("--only", nargs="+", default=None, help="experiment names (file stems) or YAML paths")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="first seed for every row; the baseline also runs with the others (noise estimate)")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(options)
     args.opts = overrides
 
-    from configs.loader import ConfigError
+    from configs.errors import ConfigError
     from losses import resolve_loss_spec
 
     try:
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
 
-    from train_upar_2024 import ExperimentExists, train
     from tools.summarize import SummaryError, summarize
+    from tools.engine import ExperimentExists, run_training as train
 
     failed, roots = [], []
     for label, cfg in runs:

@@ -13,10 +13,9 @@ c2t_lite    efficientnet_lite0               vit_tiny_patch16_224     trains on 
 positions of the stride-4 map: 2048 at 256x128. A CNN spatial branch gets TA blocks on the maps
 it hands from its stride-4, -8 and -16 stages to the next.)
 
-How a preset and the config combine: the preset names the two branches, and ``MODEL.BACKBONE``
-/ ``MODEL.VIT`` replace them only when set to something other than their schema defaults
-(``resnet18`` / ``eva_large_patch14_196.mim_m38m``; the latter is the same architecture as
-c2t_base's EVA). Every other key is read as is: ``MODEL.PRETRAINED`` (spatial weights: a local
+How a preset and the config combine: the preset names the two branches; ``MODEL.BACKBONE`` /
+``MODEL.VIT`` left empty (the schema default) keep them, and a name set there (in the YAML, its
+``_BASE_`` or the command line) replaces them, with a logged warning that says so. Every other key is read as is: ``MODEL.PRETRAINED`` (spatial weights: a local
 file, ``package:efficientnet-lite0``, or ``none``), ``MODEL.VIT_PRETRAINED``, ``MODEL.FUSION_DIM``
 (0 = the transformer's width), ``MODEL.FUSION_HEADS``, ``MODEL.TA_BLOCKS``, ``MODEL.TA_FAITHFUL``,
 ``MODEL.DROP_PATH`` (the original trained with 0) and ``DATASET.HEIGHT/WIDTH`` (the input size the
@@ -41,13 +40,22 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from configs.default import get_cfg_defaults
+from configs.errors import ConfigError
 from models.c2t.cross_fusion import CrossFusion
 from models.c2t.swin_branch import SwinBranch, build_spatial_branch
+from models.c2t.swin_mmcv import is_mmcv_swin, mmcv_swin_to_timm
 from models.c2t.ta_block import TABlock
 from models.par_model import IMAGENET_MEAN, IMAGENET_STD
-from models.pretrained import (HEAD_PREFIXES, WeightsError, is_none, load_checked, load_timm_weights, package_weights,
-                               read_state_dict, swin_state_to_timm)
+from models.pretrained import (
+    HEAD_PREFIXES,
+    WeightsError,
+    is_none,
+    load_checked,
+    load_timm_weights,
+    package_weights,
+    read_state_dict,
+    swin_state_to_timm,
+)
 from models.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -90,7 +98,7 @@ def build_vit_branch(name: str, img_size: tuple[int, int], drop_path: float) -> 
 class C2TNet(nn.Module):
     """``forward(x)`` on a normalised (B, 3, H, W) batch -> (B, 2 * fusion_dim) features."""
 
-    def __init__(self, spatial: str, vit: str, img_size: tuple[int, int], fusion_dim: int = 0,
+    def __init__(self, spatial: str, vit: str, img_size: tuple[int, int], *, fusion_dim: int = 0,
                  fusion_heads: int = 8, ta_blocks: bool = True, ta_faithful: bool = True,
                  drop_path: float = 0.0):
         super().__init__()
@@ -150,8 +158,6 @@ class C2TNet(nn.Module):
             log.warning("%s = none: the spatial branch %s starts from RANDOM weights (set %s to a local "
                         "weight file to fine-tune)", key, self.names[0], key)
             return
-        from models.c2t.convert import is_mmcv_swin, mmcv_swin_to_timm
-
         state = read_state_dict(path, key)
         if is_mmcv_swin(state):
             state = mmcv_swin_to_timm(state)
@@ -161,20 +167,33 @@ class C2TNet(nn.Module):
         load_timm_weights(self.vit, path, key)
 
 
+def _branch(preset: str, key: str, given: str, default: str) -> str:
+    if not given or given == default:
+        return default
+    log.warning("%s = %s (set by the config, its _BASE_ or the command line) replaces the %s preset's %s; "
+                "set %s '' to use the preset's", key, given, preset, default, key)
+    return given
+
+
 def resolve_branches(cfg: CN, preset: str) -> tuple[str, str]:
-    """(spatial, transformer) timm names: the preset's, unless the config sets its own."""
-    d = get_cfg_defaults().MODEL
+    """(spatial, transformer) timm names: the preset's, unless the config names its own (logged)."""
     p = PRESETS[preset]
-    spatial = p.backbone if cfg.MODEL.BACKBONE == d.BACKBONE else cfg.MODEL.BACKBONE
-    vit = p.vit if cfg.MODEL.VIT == d.VIT else cfg.MODEL.VIT
+    spatial = _branch(preset, "MODEL.BACKBONE", cfg.MODEL.BACKBONE, p.backbone)
+    vit = _branch(preset, "MODEL.VIT", cfg.MODEL.VIT, p.vit)
+    pkg = package_weights(cfg.MODEL.PRETRAINED)
+    if pkg is not None and spatial != pkg.timm_name:
+        origin = "the preset's" if spatial == p.backbone else "set by the config, its _BASE_ or the command line"
+        raise ConfigError(f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED} fits only {pkg.timm_name}, but the spatial "
+                          f"branch is MODEL.BACKBONE = {spatial} ({origin}); set MODEL.BACKBONE '' (the {preset} "
+                          f"preset's {p.backbone}) or {pkg.timm_name}, or change MODEL.PRETRAINED")
     return spatial, vit
 
 
 def build_c2t(cfg: CN, preset: str) -> C2TNet:
     spatial, vit = resolve_branches(cfg, preset)
     m = cfg.MODEL
-    model = C2TNet(spatial, vit, (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH), m.FUSION_DIM, m.FUSION_HEADS,
-                   m.TA_BLOCKS, m.TA_FAITHFUL, m.DROP_PATH)
+    model = C2TNet(spatial, vit, (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH), fusion_dim=m.FUSION_DIM,
+                   fusion_heads=m.FUSION_HEADS, ta_blocks=m.TA_BLOCKS, ta_faithful=m.TA_FAITHFUL, drop_path=m.DROP_PATH)
     model.load_spatial_weights(m.PRETRAINED)
     model.load_vit_weights(m.VIT_PRETRAINED)
     counts = model.group_counts()

@@ -97,7 +97,7 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """(Shifted-)window attention + MLP, both pre-norm with residuals, mmcv's pad-then-shift order."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool, mlp_ratio: float,
+    def __init__(self, dim: int, num_heads: int, window_size: int, *, shift: bool, mlp_ratio: float,
                  qkv_bias: bool, drop_path: float):
         super().__init__()
         self.window_size = window_size
@@ -162,12 +162,13 @@ class PatchEmbed(nn.Module):
 
 
 class SwinStage(nn.Module):
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, *, mlp_ratio: float,
                  qkv_bias: bool, drop_paths: Sequence[float], downsample: bool):
         super().__init__()
         self.downsample = PatchMerging(dim // 2) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
-            SwinBlock(dim, num_heads, window_size, j % 2 == 1, mlp_ratio, qkv_bias, drop_paths[j])
+            SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                      drop_path=drop_paths[j])
             for j in range(depth)
         ])
 
@@ -216,8 +217,9 @@ class SwinBranch(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(a["depths"]):
             start = sum(a["depths"][:i])
-            self.layers.append(SwinStage(dims[i], depth, a["num_heads"][i], a["window_size"], a["mlp_ratio"],
-                                         a["qkv_bias"], dpr[start:start + depth], downsample=i > 0))
+            self.layers.append(SwinStage(dims[i], depth, a["num_heads"][i], a["window_size"], mlp_ratio=a["mlp_ratio"],
+                                         qkv_bias=a["qkv_bias"], drop_paths=dpr[start:start + depth],
+                                         downsample=i > 0))
         self.norm = nn.LayerNorm(dims[-1])
         self.out_dim = dims[-1]
         # (channels, positions) of the map entering each stage: what each TA block sees.

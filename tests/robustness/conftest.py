@@ -40,7 +40,7 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="package")
 def reference(tmp_path_factory, synth_root, one_thread) -> Path:
     """The experiment folder of an uninterrupted tiny run (3 epochs), trained in this process."""
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     folder = tmp_path_factory.mktemp("reference")
     cfg_file = tiny_yaml(folder, synth_root, NAME="ref")

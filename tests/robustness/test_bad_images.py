@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from dataset.base import DataError
-from tests.robustness._helpers import (exp_dir, jpeg_bytes, load, make_native, native_overrides, png_bytes,
-                                       tiny_yaml)
+from tests.robustness._helpers import exp_dir, jpeg_bytes, load, make_native, native_overrides, png_bytes, tiny_yaml
 
 # ID -> expected skip reason (a regex of the text after "skipping image <path>: ")
 BAD = {
@@ -30,8 +29,9 @@ MAX_PIXELS = 50_000
 
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     good = jpeg_bytes(size=(64, 128))
     palette = Image.new("RGB", (32, 64), (0, 160, 0)).convert("P")
@@ -126,7 +126,7 @@ def test_on_bad_image_error_names_the_file_and_the_switch(tmp_path, synth_root, 
 
 
 def test_training_reports_the_skip_count_every_epoch(tmp_path, synth_root, native):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg = _cfg(tmp_path, synth_root, native, NAME="badimg")
     train(cfg)

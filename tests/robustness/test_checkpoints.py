@@ -69,14 +69,14 @@ def test_damaged_or_missing_checkpoint_is_refused_with_its_path(reference, tmp_p
 
 
 def test_resume_from_missing_file_names_the_key(tiny):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     with pytest.raises(CheckpointError, match=r"TRAIN.RESUME = '/nope/last.pth': file not found"):
         train(load(tiny(NAME="nofile"), "TRAIN.RESUME", "/nope/last.pth"))
 
 
 def test_resume_with_another_model_config_is_refused_not_a_traceback(tiny, reference):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="mismatch")
     with pytest.raises(CheckpointError) as e:

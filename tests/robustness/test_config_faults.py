@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-import train_upar_2024
 from configs import ConfigError
 from tests.robustness._helpers import load, run_cli, the_error_line, tiny_yaml, write_yaml
+from tools.engine import trainer as engine_trainer
 
 
 def _one_line_error(proc) -> str:
@@ -70,7 +70,7 @@ def no_heavy_work(monkeypatch):
     def refuse(*a, **kw):
         raise AssertionError("a model was built before the data path was checked")
 
-    monkeypatch.setattr(train_upar_2024, "build_model", refuse)
+    monkeypatch.setattr(engine_trainer, "build_model", refuse)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -6,8 +6,17 @@ import os
 import random
 import time
 
-from tests.robustness._helpers import (assert_same_run, epochs_done, exp_dir, kill, load, log_count, metrics_rows,
-                                       start_run, wait_for)
+from tests.robustness._helpers import (
+    assert_same_run,
+    epochs_done,
+    exp_dir,
+    kill,
+    load,
+    log_count,
+    metrics_rows,
+    start_run,
+    wait_for,
+)
 from tools.checkpoint import load_checkpoint
 
 KILLS = 3
@@ -27,7 +36,7 @@ def _all_checkpoints_load(exp) -> list[tuple[int, int]]:
 
 
 def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tiny, tmp_path):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     seed = int(os.environ.get("ROBUSTNESS_KILL_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-import train_upar_2024
 from batch_engine import NonFiniteLoss
 from tests.robustness._helpers import STEPS_PER_EPOCH, exp_dir, load, sha, the_error_line
 from tools.checkpoint import load_checkpoint
+from tools.engine import trainer as engine_trainer
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def poison(monkeypatch):
     state = {"calls": 0, "last_sha": None}
 
     def install(steps: set[int], exp) -> dict:
-        real = train_upar_2024.build_model
+        real = engine_trainer.build_model
 
         def build(cfg, num_attrs):
             model = real(cfg, num_attrs)
@@ -39,7 +39,7 @@ def poison(monkeypatch):
             model.register_forward_hook(hook)
             return model
 
-        monkeypatch.setattr(train_upar_2024, "build_model", build)
+        monkeypatch.setattr(engine_trainer, "build_model", build)
         return state
 
     return install
@@ -66,7 +66,7 @@ def test_stop_names_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, pois
 
 
 def test_stop_in_the_first_epoch_says_no_checkpoint_exists(tiny, poison):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="nan_first", **{"TRAIN.MAX_EPOCH": 1})
     poison({1}, exp_dir(cfg_file))
@@ -75,7 +75,7 @@ def test_stop_in_the_first_epoch_says_no_checkpoint_exists(tiny, poison):
 
 
 def test_skip_counts_skipped_steps_in_metrics_csv(tiny, poison, caplog):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="nan_skip", **{"TRAIN.MAX_EPOCH": 2, "TRAIN.ON_NONFINITE": "skip"})
     exp = exp_dir(cfg_file)
@@ -91,7 +91,7 @@ def test_skip_counts_skipped_steps_in_metrics_csv(tiny, poison, caplog):
 
 
 def test_skip_refuses_an_epoch_where_every_step_was_non_finite(tiny, poison):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="nan_all", **{"TRAIN.MAX_EPOCH": 2, "TRAIN.ON_NONFINITE": "skip"})
     poison(set(range(STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)), exp_dir(cfg_file))

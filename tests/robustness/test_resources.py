@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
-import train_upar_2024
 from tests.robustness._helpers import exp_dir, sha, the_error_line
+from tools.engine import hooks as engine_hooks
+from tools.engine import trainer as engine_trainer
 
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
@@ -24,10 +25,10 @@ def _oom(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.8 GiB total)")
 
 
-@pytest.mark.parametrize("where, key, value", [("train_one_epoch", "TRAIN.BATCH_SIZE", 16),
-                                               ("evaluate_split", "TEST.BATCH_SIZE", 64)])
-def test_cuda_oom_suggests_a_smaller_batch_or_amp(tiny, monkeypatch, capsys, where, key, value):
-    monkeypatch.setattr(train_upar_2024, where, _oom)
+@pytest.mark.parametrize("module, where, key, value", [(engine_trainer, "train_one_epoch", "TRAIN.BATCH_SIZE", 16),
+                                                       (engine_hooks, "evaluate_split", "TEST.BATCH_SIZE", 64)])
+def test_cuda_oom_suggests_a_smaller_batch_or_amp(tiny, monkeypatch, capsys, module, where, key, value):
+    monkeypatch.setattr(module, where, _oom)
     rc, err = _cli(monkeypatch, capsys, "--config-file", str(tiny(NAME=f"oom_{where}", **{"TRAIN.MAX_EPOCH": 1})))
     assert rc == 2
     assert the_error_line(err) == (f"error: CUDA ran out of memory at {key} {value}; lower {key}, or use TRAIN.AMP "

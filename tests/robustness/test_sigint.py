@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-import train_upar_2024
-from tests.robustness._helpers import (STEPS_PER_EPOCH, assert_same_run, exp_dir, load, log_count, start_run,
-                                       wait_for)
+from tests.robustness._helpers import STEPS_PER_EPOCH, assert_same_run, exp_dir, load, log_count, start_run, wait_for
 from tools.checkpoint import load_checkpoint
-
+from tools.engine import hooks as engine_hooks
+from tools.engine import trainer as engine_trainer
 
 # Small batches: 42 steps an epoch, so a signal sent just after the loop starts lands mid-epoch.
 SMALL_BATCH = {"TRAIN.BATCH_SIZE": 2, "TRAIN.MAX_EPOCH": 2}
@@ -21,7 +20,7 @@ LOOP_STARTED = "Ctrl-C (or SIGTERM) stops after the current step"  # logged once
 
 
 def test_sigint_saves_last_and_prints_resume_hint(tiny, tmp_path):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="sigint", REDIRECTOR=True, **SMALL_BATCH)
     exp = exp_dir(cfg_file)
@@ -60,11 +59,11 @@ def test_sigint_saves_last_and_prints_resume_hint(tiny, tmp_path):
 def test_sigterm_mid_epoch_at_epoch_end_and_during_validation_resume_identically(tiny, reference, monkeypatch):
     """Three interruptions of one run, deterministic (the signal is sent from inside the loop):
     SIGTERM after the last step of epoch 0, SIGINT while epoch 0 is validated, SIGTERM at epoch 1 step 2."""
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     cfg_file = tiny(NAME="sigterm")
     exp = exp_dir(cfg_file)
-    real_epoch, real_eval = train_upar_2024.train_one_epoch, train_upar_2024.evaluate_split
+    real_epoch, real_eval = engine_trainer.train_one_epoch, engine_hooks.evaluate_split
     plan = [("step", 0, STEPS_PER_EPOCH, signal.SIGTERM), ("eval", 0, None, signal.SIGINT),
             ("step", 1, 2, signal.SIGTERM)]
     fired: list[bool] = []
@@ -81,8 +80,8 @@ def test_sigterm_mid_epoch_at_epoch_end_and_during_validation_resume_identically
             os.kill(os.getpid(), plan[0][3])
         return real_eval(*args, **kw)
 
-    monkeypatch.setattr(train_upar_2024, "train_one_epoch", one_epoch)
-    monkeypatch.setattr(train_upar_2024, "evaluate_split", evaluate)
+    monkeypatch.setattr(engine_trainer, "train_one_epoch", one_epoch)
+    monkeypatch.setattr(engine_hooks, "evaluate_split", evaluate)
     expected = [(0, STEPS_PER_EPOCH), (1, 0), (1, 2)]  # (epoch, step) stored in last.pth
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     for k, (epoch, step) in enumerate(expected):

@@ -9,8 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.robustness._helpers import (REPO, load, make_native, native_overrides, the_error_line, tiny_yaml,
-                                       write_yaml)
+from tests.robustness._helpers import REPO, load, make_native, native_overrides, the_error_line, tiny_yaml, write_yaml
 from tools.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -59,7 +58,7 @@ def test_eval_of_an_untrusted_checkpoint_prints_one_line(evil_checkpoint, refere
 
 
 def test_reload_of_an_untrusted_checkpoint_is_refused(evil_checkpoint, tiny):
-    from train_upar_2024 import train
+    from tools.engine import run_training as train
 
     path, marker = evil_checkpoint
     with pytest.raises(CheckpointError, match="RELOAD.TRUSTED"):

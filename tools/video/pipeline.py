@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tools.errors import UserError
-from tools.labels import LabelDecoder
+from tools.inference.labels import LabelDecoder
 from tools.video.detectors import Detector, build_detector
 from tools.video.smoothing import make_smoother
 from tools.video.tracking import ByteTracker

@@ -2,15 +2,17 @@
 
 Labels < 0 (not annotated) are ignored everywhere. An attribute with no positive (or no
 negative) label in the evaluated split has an undefined positive (negative) recall: it is
-reported as NaN and left out of the means, never counted as a recall of 0.
+reported as NaN and left out of the means (``ma``; ``n_attrs_evaluated`` says how many count).
+Rethinking_of_PAR instead counts such a recall as 0 over every attribute; that convention is
+reported beside ours as ``ma_rethinking`` so published numbers can be compared.
 """
 from __future__ import annotations
 
 import numpy as np
 
 EPS = 1e-20  # Rethinking_of_PAR's epsilon for the instance metrics (empty union -> 0)
-SUMMARY_KEYS = ("mean_acc", "ma", "mean_pos_recall", "mean_neg_recall", "mean_f1",
-                "instance_acc", "instance_prec", "instance_recall", "instance_f1")
+SUMMARY_KEYS = ("mean_acc", "ma", "ma_rethinking", "n_attrs_evaluated", "mean_pos_recall", "mean_neg_recall",
+                "mean_f1", "instance_acc", "instance_prec", "instance_recall", "instance_f1")
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -29,9 +31,11 @@ def decode_exclusive(probs: np.ndarray, group_indices: list[list[int]]) -> np.nd
     return out
 
 
-def compute_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
-    """``probs``/``labels``: (N, A). Returns per-attribute arrays under ``per_attr`` and the means."""
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict:
+    """``probs``/``labels``: (N, A); ``threshold``: one, or one per attribute. Returns per-attribute
+    arrays under ``per_attr`` and the means."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    threshold = np.asarray(threshold, np.float64)
     known = labels >= 0
     gt = (labels == 1) & known
     neg = (labels == 0) & known
@@ -64,6 +68,8 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.
 
     return {
         "ma": mean(ma),
+        "ma_rethinking": float(np.mean((np.nan_to_num(pos_recall) + np.nan_to_num(neg_recall)) / 2))
+        if ma.size else float("nan"),
         "mean_acc": mean(acc),
         "mean_pos_recall": mean(pos_recall),
         "mean_neg_recall": mean(neg_recall),

@@ -1,9 +1,11 @@
-"""Probabilities -> readable labels, from the attribute groups stored in the checkpoint.
+"""Probabilities -> readable labels, from the attribute groups of a checkpoint's inference contract.
 
 The groups are the same ``AttrGroup`` definitions the categorical loss trains with (one source of
-truth): an ``exclusive`` group yields its arg-max member, an ``optional`` group its arg-max member
-when that clears the threshold (else ``"none"``), and every ungrouped attribute is listed when its
-probability clears the threshold.
+truth). With group arg-max decoding (``METRIC.GROUP_ARGMAX``, as the metrics decode) an
+``exclusive`` group yields its arg-max member; without it, as the metrics threshold each attribute,
+it yields its arg-max member only when that clears its threshold (else ``"none"``). An
+``optional`` group always does the latter, and every ungrouped attribute is listed when its
+probability clears its threshold (one threshold per attribute).
 """
 from __future__ import annotations
 
@@ -48,10 +50,15 @@ def _short_names(attrs: Sequence[str]) -> list[str]:
 class LabelDecoder:
     """Decode (A,) probabilities of ``attr_names`` into ``{group: member, attr: display, "present": [...]}``."""
 
-    def __init__(self, attr_names: Sequence[str], groups: Iterable, threshold: float = 0.5):
+    def __init__(self, attr_names: Sequence[str], groups: Iterable, threshold: float | Sequence[float] = 0.5,
+                 group_argmax: bool = True):
         self.attr_names = list(attr_names)
         self.groups = as_groups(groups)
-        self.threshold = float(threshold)
+        t = np.asarray(threshold, dtype=np.float64).reshape(-1)
+        if t.size not in (1, len(self.attr_names)):
+            raise ValueError(f"got {t.size} thresholds for {len(self.attr_names)} attributes; give one or one each")
+        self.thresholds = np.broadcast_to(t, (len(self.attr_names),)).copy()
+        self.group_argmax = bool(group_argmax)
         grouped: set[str] = set()
         self._group_idx: list[list[int]] = []
         self._short: dict[str, str] = {}
@@ -66,6 +73,15 @@ class LabelDecoder:
             grouped.update(g.attrs)
         self.ungrouped = [i for i, a in enumerate(self.attr_names) if a not in grouped]
 
+    @classmethod
+    def from_contract(cls, contract) -> "LabelDecoder":
+        """The decoding a checkpoint's ``InferenceContract`` prescribes (thresholds, group arg-max)."""
+        return cls(contract.attr_names, contract.groups, contract.thresholds or 0.5, contract.group_argmax)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.thresholds[0]) if len(self.thresholds) else 0.5
+
     def decode(self, probs: np.ndarray) -> dict[str, str | list[str]]:
         """Group name -> chosen member (or "none"); display-pair attribute -> its display string;
         ``"present"`` -> the other ungrouped attributes at or above the threshold, most likely first."""
@@ -75,14 +91,14 @@ class LabelDecoder:
         out: dict[str, str | list[str]] = {}
         for g, idx in zip(self.groups, self._group_idx):
             best = int(np.argmax(p[idx]))
-            on = g.kind == "exclusive" or p[idx[best]] >= self.threshold
+            on = (g.kind == "exclusive" and self.group_argmax) or p[idx[best]] >= self.thresholds[idx[best]]
             out[g.name] = g.attrs[best] if on else NONE
         present = []
         for i in self.ungrouped:
             name = self.attr_names[i]
             if name in BINARY_DISPLAY:
-                out[name] = BINARY_DISPLAY[name][0 if p[i] >= self.threshold else 1]
-            elif p[i] >= self.threshold:
+                out[name] = BINARY_DISPLAY[name][0 if p[i] >= self.thresholds[i] else 1]
+            elif p[i] >= self.thresholds[i]:
                 present.append(i)
         out["present"] = [self.attr_names[i] for i in sorted(present, key=lambda i: -p[i])]
         return out

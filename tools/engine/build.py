@@ -1,0 +1,117 @@
+"""Building blocks of a training run: seeding, optimizer, LR schedule, RELOAD, model wrapping."""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from models.par_model import PRETRAINED_GROUPS, PARModel
+from tools.checkpoint import CheckpointError, load_checkpoint
+from tools.device import Runtime
+from tools.results import experiment_dir
+
+log = logging.getLogger("train")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_optimizer(cfg: CN, model: PARModel) -> torch.optim.Optimizer:
+    """Pretrained groups (PRETRAINED_GROUPS) at LR_FT, new layers at LR_NEW; frozen parameters are left out."""
+    sch, opt = cfg.TRAIN.LR_SCHEDULER, cfg.TRAIN.OPTIMIZER
+    groups = []
+    for name, modules in model.param_groups().items():
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": sch.LR_FT if name in PRETRAINED_GROUPS else sch.LR_NEW, "name": name})
+    if not groups:
+        raise ValueError("no trainable parameters: check FINETUNE.MODE")
+    # One fused kernel per step on CUDA and CPU (CPU: ~4x faster than foreach, which loops per tensor there).
+    fused = next(iter(model.parameters())).device.type in ("cuda", "cpu")
+    extra = {"fused": True} if fused else {"foreach": True}
+    if opt.TYPE == "sgd":
+        return torch.optim.SGD(groups, momentum=opt.MOMENTUM, weight_decay=opt.WEIGHT_DECAY, **extra)
+    cls = torch.optim.Adam if opt.TYPE == "adam" else torch.optim.AdamW
+    return cls(groups, weight_decay=opt.WEIGHT_DECAY, **extra)
+
+
+def build_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
+    s = cfg.TRAIN.LR_SCHEDULER
+    if s.TYPE == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=s.FACTOR,
+                                                          patience=s.PATIENCE)
+    if s.TYPE == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.LR_STEP), gamma=s.FACTOR)
+    if s.TYPE == "warmup_cosine":
+        warm, total = s.WMUP_EPOCHS, cfg.TRAIN.MAX_EPOCH
+
+        def factor(epoch: int) -> float:
+            if epoch < warm:
+                return s.WMUP_COEF + (1 - s.WMUP_COEF) * epoch / max(warm, 1)
+            return float(0.5 * (1 + np.cos(np.pi * (epoch - warm) / max(total - warm, 1))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def _reload_state(cfg: CN, model: PARModel, path: Path) -> dict:
+    ckpt = load_checkpoint(path, trusted=cfg.RELOAD.TRUSTED)
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if state is not None:
+        return state
+    from models.c2t.convert import convert_original_state_dict, is_original_c2t  # only for original files
+
+    if not is_original_c2t(ckpt):
+        raise CheckpointError(f"{path} holds neither a 'model' state dict nor an original C2T-Net checkpoint")
+    return convert_original_state_dict(ckpt, model)
+
+
+def reload_weights(cfg: CN, model: PARModel) -> None:
+    """RELOAD: start from another experiment's checkpoint (or an original C2T-Net file).
+    A head of another size (other attribute list) is re-initialised; everything else must match."""
+    path = Path(cfg.RELOAD.PTH)
+    if not path.is_absolute() and not path.is_file():
+        path = experiment_dir(cfg, cfg.RELOAD.MODEL_FOLDER_NAME, cfg.RELOAD.DATASET or None) / cfg.RELOAD.PTH
+    state = _reload_state(cfg, model, path)
+    own = model.state_dict()
+    head_keys = [k for k in state if k.startswith("head.")]
+    if any(k in own and own[k].shape != state[k].shape for k in head_keys):
+        log.info("RELOAD: the checkpoint's head has another attribute count; the head is re-initialised")
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"RELOAD {path}: does not match the model (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}); check MODEL.* against that experiment")
+    log.info("RELOAD: weights loaded from %s", path)
+
+
+def place_model(cfg: CN, model: PARModel, rt: Runtime) -> nn.Module:
+    """Move to the device (channels_last on CUDA); the network the loop runs: DDP / compile wrapped."""
+    model.to(rt.device)
+    if rt.device.type == "cuda" and cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if rt.distributed:
+        if rt.device.type == "cuda" and cfg.DIST.SYNC_BN:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(  # grads as views of the buckets: one copy less per step
+            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
+    if cfg.MODEL.COMPILE:
+        net = torch.compile(net)
+    return net
+
+
+def oom_error(key: str, value: int) -> MemoryError:
+    return MemoryError(f"CUDA ran out of memory at {key} {value}; lower {key}, or use TRAIN.AMP bf16/fp16 "
+                       "(or FINETUNE.MODE partial/head to train fewer weights)")

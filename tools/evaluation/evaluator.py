@@ -1,0 +1,129 @@
+"""Evaluation of a model on a split under an inference contract, for training and ``--mode eval``.
+
+Both paths compute probabilities with the contract's ``ProbabilityHead``, threshold them with its
+per-attribute thresholds and decode exclusive groups the way it says, so ``--mode eval`` on a
+saved ``best_model.pth`` reproduces the metrics training reported for that epoch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from yacs.config import CfgNode as CN
+
+from batch_engine import validate
+from dataset import build_data, build_loaders
+from dataset.base import PARData
+from losses import build_loss
+from tools.checkpoint import CheckpointError
+from tools.device import Runtime, gather_arrays, mean_across_ranks, setup_runtime
+from tools.evaluation.metrics import compute_metrics, decode_exclusive
+from tools.inference.contract import InferenceContract, ProbabilityHead, split_fingerprint
+from tools.inference.loading import experiment_dir, load_for_inference, resolve_checkpoint
+from tools.results import scalar_metrics, setup_logging, write_attribute_report, write_json
+
+log = logging.getLogger("eval")
+
+
+@dataclass
+class SplitResult:
+    metrics: dict
+    loss: float
+    probs: np.ndarray  # (N, A) probabilities before group decoding
+    labels: np.ndarray
+    rows: np.ndarray  # row indices into the dataset
+
+
+class ContractScorer:
+    """Logits -> probabilities -> metrics, as a contract prescribes."""
+
+    def __init__(self, contract: InferenceContract, device: torch.device):
+        self.contract = contract
+        self.to_probs = ProbabilityHead(contract).to(device)
+
+    def metrics(self, probs: np.ndarray, labels: np.ndarray) -> dict:
+        idx = self.contract.exclusive_indices()
+        decided = decode_exclusive(probs, idx) if idx else probs
+        return compute_metrics(decided, labels, self.contract.threshold_array())
+
+
+def evaluate_split(net: torch.nn.Module, loader, criterion, *, scorer: ContractScorer, rt: Runtime,
+                   desc: str = "eval") -> SplitResult:
+    """Run ``net`` over ``loader`` (every DDP rank its shard) and score the whole split."""
+    probs, labels, rows, loss = validate(net, loader, criterion, to_probs=scorer.to_probs, device=rt.device,
+                                         amp_dtype=rt.amp_dtype, desc=desc, progress=rt.is_main)
+    loss, = mean_across_ranks(rt, [loss], [len(probs)])  # each rank saw its shard of the split
+    probs, labels, rows = gather_arrays(rt, probs, labels, rows)
+    return SplitResult(scorer.metrics(probs, labels), loss, probs, labels, rows)
+
+
+def write_predictions(path: Path, data: PARData, result: SplitResult) -> None:
+    """Per-image probabilities and labels of one split (for intervals and later analyses)."""
+    names = np.asarray([data.image_paths[i].name for i in result.rows])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, image=names, rows=result.rows.astype(np.int64), probs=result.probs.astype(np.float32),
+                        labels=result.labels.astype(np.int8), attr_names=np.asarray(data.attr_names))
+    tmp.replace(path)
+
+
+def _eval_data(cfg: CN, contract: InferenceContract, path: Path) -> tuple[CN, PARData]:
+    """The dataset to evaluate on, at the checkpoint's input size, with its attribute list."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH = contract.height, contract.width
+    cfg.freeze()
+    data = build_data(cfg)
+    if list(contract.attr_names) != data.attr_names:
+        raise CheckpointError(f"{path} was trained on other attributes than DATASET.ATTRS; use the same attribute list")
+    split = cfg.TEST.SPLIT
+    if split == "all":
+        data.splits["all"] = np.arange(len(data.image_paths))
+    if split not in data.splits:
+        raise CheckpointError(f"TEST.SPLIT = {split!r} not in {sorted(data.splits)}")
+    return cfg, data
+
+
+def check_fingerprint(contract: InferenceContract, data: PARData, split: str) -> bool:
+    """Warn when ``split`` is not the split of that name the model was trained / selected with."""
+    saved = contract.splits.get(split)
+    if saved is None:
+        return True
+    now = split_fingerprint(data, split)
+    if now != saved:
+        log.warning("TEST.SPLIT %s differs from the %s split this model was trained with (%d images, sha1 %s; "
+                    "now %d, %s): the metrics are not those training reported (another split seed, fraction or "
+                    "label sheet?)", split, split, saved["n"], saved["sha1"][:10], now["n"], now["sha1"][:10])
+        return False
+    return True
+
+
+def evaluate(cfg: CN) -> dict:
+    """--mode eval: load a checkpoint under its contract and write metrics for TEST.SPLIT."""
+    rt = setup_runtime(cfg)
+    exp = experiment_dir(cfg)
+    setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
+    path = resolve_checkpoint(cfg)
+    loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED)
+    cfg, data = _eval_data(cfg, loaded.contract, path)
+    split = cfg.TEST.SPLIT
+    same = check_fingerprint(loaded.contract, data, split)
+    loaders, _ = build_loaders(cfg, data, [split], rt.device, rank=rt.rank, world=rt.world)
+    criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(cfg.DATASET.TRAIN_SPLIT),
+                           loaded.net).to(rt.device)
+    res = evaluate_split(loaded.net, loaders[split], criterion, scorer=ContractScorer(loaded.contract, rt.device),
+                         rt=rt, desc=f"eval {split}")
+    out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "loss": res.loss,
+           **scalar_metrics(res.metrics)}
+    if rt.is_main:
+        write_json(exp / f"eval_{split}.json", out)
+        write_attribute_report(exp / f"eval_{split}_attributes.csv", data.attr_names, {split: res.metrics},
+                               cfg.VIS.PLOTS)
+        write_predictions(exp / f"eval_{split}_predictions.npz", data, res)
+    m = res.metrics
+    log.info("%s on %s: mA %.4f (Rethinking convention %.4f, %d attributes), mean acc %.4f, instance F1 %.4f "
+             "(written to %s)", path, split, m["ma"], m["ma_rethinking"], m["n_attrs_evaluated"], m["mean_acc"],
+             m["instance_f1"], exp)
+    return out

@@ -1,0 +1,110 @@
+"""Run a trained PAR checkpoint on person crops: ``Predictor.from_checkpoint(path).predict_images(crops)``.
+
+Images (files or in-memory RGB crops) go through ``dataset.images`` exactly as in training, the
+model comes from ``load_for_inference``, so the probabilities equal what ``--mode eval`` computes.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from yacs.config import CfgNode as CN
+
+from dataset.base import AttrGroup, DataError
+from dataset.images import BadImage, decode_rgb, resize_rgb, to_model_input
+from tools.device import select_device
+from tools.inference.contract import InferenceContract
+from tools.inference.labels import LabelDecoder
+from tools.inference.loading import LoadedModel, load_for_inference, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[np.ndarray, str, Path]
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None -> cuda when available, else cpu (``tools.device.select_device`` decides)."""
+    return select_device("auto" if spec is None else str(spec))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, decoded as training decodes; ``DataError`` when unreadable."""
+    try:
+        return decode_rgb(Path(path))
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+class Predictor:
+    """A checkpoint under its inference contract: images in, probabilities and labels out."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 64):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.contract: InferenceContract = loaded.contract
+        self.cfg: CN = loaded.cfg
+        self.device = loaded.device
+        self.batch_size = max(1, int(batch_size))
+        self.decoder = LabelDecoder.from_contract(self.contract)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
+                        batch_size: int = 64, trusted: bool = False) -> "Predictor":
+        """The checkpoint's own model, weights and contract (see ``load_for_inference``)."""
+        return cls(load_for_inference(path, resolve_device(device), trusted), batch_size)
+
+    @classmethod
+    def from_cfg(cls, cfg: CN) -> "Predictor":
+        """The checkpoint ``resolve_checkpoint(cfg)`` names, on cfg.DEVICE, batches of TEST.BATCH_SIZE."""
+        return cls.from_checkpoint(resolve_checkpoint(cfg), device=cfg.DEVICE, batch_size=cfg.TEST.BATCH_SIZE,
+                                   trusted=cfg.RELOAD.TRUSTED)
+
+    @property
+    def attr_names(self) -> list[str]:
+        return list(self.contract.attr_names)
+
+    @property
+    def groups(self) -> list[AttrGroup]:
+        return self.contract.attr_groups
+
+    @property
+    def height(self) -> int:
+        return self.contract.height
+
+    @property
+    def width(self) -> int:
+        return self.contract.width
+
+    @property
+    def threshold(self) -> float:
+        """The common threshold (the first attribute's; see ``contract.thresholds`` for all)."""
+        return float(self.contract.thresholds[0]) if self.contract.thresholds else 0.5
+
+    def _resized(self, image: ImageLike) -> np.ndarray:
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
+        return resize_rgb(rgb, (self.height, self.width))
+
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """(N, 3, H, W) float RGB in [0, 1] on the model's device, as the training loader makes it."""
+        batch = torch.from_numpy(np.stack([self._resized(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+        return to_model_input(batch.to(self.device))
+
+    @torch.inference_mode()
+    def predict_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """RGB uint8 arrays or image paths -> (N, A) float32 probabilities (before any group decoding)."""
+        images = list(images)
+        out = [np.zeros((0, len(self.contract.attr_names)), np.float32)]
+        for i in range(0, len(images), self.batch_size):
+            out.append(self.model(self.preprocess(images[i:i + self.batch_size])).cpu().numpy())
+        return np.concatenate(out)
+
+    def predict_image(self, image: ImageLike) -> np.ndarray:
+        """One image -> (A,) probabilities."""
+        return self.predict_images([image])[0]
+
+    def decode(self, probs: np.ndarray) -> dict:
+        """(A,) probabilities -> readable labels (see ``tools.inference.labels.LabelDecoder``)."""
+        return self.decoder.decode(probs)
