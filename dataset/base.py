@@ -1,6 +1,7 @@
 """The in-memory description every dataset reader returns, whatever its on-disk format."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class PARData:
     ``splits`` maps a split name (train / val / test / trainval ...) to row indices.
     ``identities`` / ``cameras`` (optional, aligned with ``image_paths``): int person identity and
     camera / view codes per image, -1 = unknown; equal codes = same person / camera (for ReID).
+    ``strata`` (optional): name -> (N,) per-image level (e.g. NATIVE's ``quality``: high / normal /
+    low); evaluation also reports the metrics of every level.
     """
 
     name: str
@@ -47,6 +50,7 @@ class PARData:
     image_root: Path | None = None  # images must resolve inside it (path-traversal guard)
     identities: np.ndarray | None = None  # (N,) int64 person identity per image, -1 = unknown
     cameras: np.ndarray | None = None  # (N,) int64 camera / view per image, -1 = unknown
+    strata: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) level per image
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -67,6 +71,10 @@ class PARData:
                 if codes.shape != (n,):
                     raise DataError(f"{self.name}: {key} has shape {codes.shape}, expected ({n},) (one per image)")
                 setattr(self, key, codes)
+        for key, levels in self.strata.items():
+            self.strata[key] = np.asarray(levels).astype(str)
+            if self.strata[key].shape != (n,):
+                raise DataError(f"{self.name}: stratum {key} has shape {self.strata[key].shape}, expected ({n},)")
         for g in self.groups:
             missing = [x for x in g.attrs if x not in self.attr_names]
             if missing:
@@ -96,8 +104,8 @@ class PARData:
             for g in self.groups
             if sum(a in names for a in g.attrs) >= 2
         ]
-        return PARData(self.name, self.image_paths, self.labels[:, cols], list(names),
-                       dict(self.splits), groups, self.image_root, self.identities, self.cameras)
+        return dataclasses.replace(self, labels=self.labels[:, cols], attr_names=list(names),
+                                   splits=dict(self.splits), groups=groups, strata=dict(self.strata))
 
 
 def groups_from_cfg(entries: list) -> list[AttrGroup]:

@@ -149,7 +149,7 @@ def read_native(cfg: CN) -> PARData:
     if d.REMOVE_LOW_QUALITY:
         keep = [i for i, q in enumerate(quality) if q != "low"]
         log.info("REMOVE_LOW_QUALITY: dropping %d low-quality rows", len(ids) - len(keep))
-        ids, labels = [ids[i] for i in keep], labels[keep]
+        ids, labels, quality = [ids[i] for i in keep], labels[keep], [quality[i] for i in keep]
     paths = [resolve_inside(root, f"{i}.jpg", what=f"image ID '{i}'") for i in ids]
     fractions = {"train": d.TRAIN_NATIVE_SPLIT, "val": d.VAL_NATIVE_SPLIT, "test": d.TEST_NATIVE_SPLIT}
     leftover = 1.0 - sum(fractions.values())
@@ -158,5 +158,7 @@ def read_native(cfg: CN) -> PARData:
     splits = tube_split(ids, labels, fractions, d.SPLIT_SEED)
     splits.pop("unused", None)
     splits["trainval"] = np.sort(np.concatenate([splits["train"], splits["val"]]))
-    data = PARData("NATIVE", paths, labels.astype(np.float32), attrs, splits, groups_from_cfg(d.GROUPS), root)
+    strata = {"quality": [q or "unknown" for q in quality]} if any(quality) else {}
+    data = PARData("NATIVE", paths, labels.astype(np.float32), attrs, splits, groups_from_cfg(d.GROUPS), root,
+                   strata=strata)
     return data.select_attrs(list(d.ATTRS)) if d.ATTRS else data

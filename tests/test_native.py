@@ -3,6 +3,7 @@ from collections import Counter
 
 import numpy as np
 import openpyxl
+import torch
 import pytest
 
 from configs import load_config
@@ -117,3 +118,29 @@ def test_real_native_split(native_data):
         if len(t) >= 2:
             assert train_pos[j] > 0, d.attr_names[j]
     assert np.allclose(d.label_priors("train"), (d.split_labels("train") == 1).mean(0))
+
+
+def test_real_native_quality_levels_are_strata_for_per_quality_metrics(native_data):
+    """NATIVE's Quality column becomes the ``quality`` stratum: every image has a level, the test split
+    holds all three, and the per-level metrics are compute_metrics on exactly those images."""
+    from dataset import build_data
+    from tools.evaluation.evaluator import ContractScorer, SplitResult, stratified_metrics
+    from tools.evaluation.metrics import compute_metrics
+    from tools.inference.contract import InferenceContract
+
+    cfg = load_config("configs/native.yaml", ["DATASET.NATIVE_EXCEL", str(native_data / "label/refined_Native_dataset.xlsx"),
+                                              "DATASET.IMAGE_PATH", str(native_data / "main_data/filtered_refined_data")])
+    d = build_data(cfg)
+    q = d.strata["quality"]
+    assert q.shape == (1785,) and set(q.tolist()) <= {"high", "normal", "low", "unknown"}
+    rows = d.splits["test"]
+    assert {"high", "normal", "low"} <= set(q[rows].tolist())
+    rng = np.random.default_rng(0)
+    probs = rng.random((len(rows), len(d.attr_names))).astype(np.float32)
+    res = SplitResult({}, 0.0, probs, d.labels[rows], rows)
+    contract = InferenceContract(d.attr_names, [], 1, 1, [0.5] * 3, [0.5] * 3, [0.5] * len(d.attr_names))
+    strata = stratified_metrics(ContractScorer(contract, torch.device("cpu")), d, res)["quality"]
+    low = q[rows] == "low"
+    assert strata["low"]["n_samples"] == int(low.sum())
+    assert strata["low"]["ma"] == compute_metrics(probs[low], d.labels[rows][low])["ma"]
+    assert strata["low"]["n_attrs_evaluated"] <= len(d.attr_names)

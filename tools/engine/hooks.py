@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from tools.checkpoint import save_checkpoint
-from tools.evaluation.evaluator import evaluate_split, write_predictions
+from tools.evaluation.evaluator import evaluate_split, stratified_metrics, stratum_columns, write_predictions
 from tools.results import plot_curves, scalar_metrics, write_attribute_report, write_json, write_metrics_csv
 
 log = logging.getLogger("train")
@@ -37,7 +37,7 @@ class EvalHook(HookBase):
         cfg, epoch = t.cfg, t.epoch
         if (epoch + 1) % cfg.TRAIN.EVAL_EVERY and epoch + 1 != cfg.TRAIN.MAX_EPOCH:
             return
-        t.results = {}
+        t.results, t.strata = {}, {}
         for split in t.eval_splits:
             try:
                 res = evaluate_split(t.eval_model, t.loaders[split], t.criterion, scorer=t.scorer, rt=t.rt,
@@ -47,8 +47,10 @@ class EvalHook(HookBase):
 
                 raise oom_error("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE) from None
             t.results[split] = res
+            t.strata[split] = stratified_metrics(t.scorer, t.data, res)
             t.row[f"{t.tag(split)}_loss"] = res.loss
             t.row.update({f"{t.tag(split)}_{k}": v for k, v in scalar_metrics(res.metrics).items()})
+            t.row.update(stratum_columns(t.strata[split], t.tag(split)))
         t.reports = {s: r.metrics for s, r in t.results.items()}
         val = t.reports[cfg.DATASET.VAL_SPLIT]
         test = t.reports.get(t.test_split)
@@ -68,7 +70,8 @@ class EvalHook(HookBase):
                          "best_metric": t.state.best}, t.exp / "best_model.pth")
         write_attribute_report(t.exp / "attributes_best.csv", t.data.attr_names, t.reports, t.cfg.VIS.PLOTS)
         write_json(t.exp / "best_metrics.json", {"epoch": t.state.best_epoch,
-                                                 **{s: scalar_metrics(m) for s, m in t.reports.items()}})
+                                                 **{s: scalar_metrics(m) for s, m in t.reports.items()},
+                                                 "strata": t.strata})
         for split, res in t.results.items():
             write_predictions(t.exp / f"predictions_best_{split}.npz", t.data, res)
 

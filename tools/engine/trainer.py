@@ -108,6 +108,7 @@ class Trainer:
         self.state = TrainState()
         self.hooks = default_hooks() if hooks is None else hooks
         self.epoch, self.row, self.reports, self.results, self.score = 0, {}, {}, {}, float("nan")
+        self.strata: dict = {}  # split -> {stratum: {level: metrics}} of the last validation
 
     # ------------------------------------------------------------------ building
     def _claim(self, overwrite: bool) -> None:

@@ -60,6 +60,32 @@ def evaluate_split(net: torch.nn.Module, loader, criterion, *, scorer: ContractS
     return SplitResult(scorer.metrics(probs, labels), loss, probs, labels, rows)
 
 
+STRATUM_KEYS = ("ma", "ma_rethinking", "n_attrs_evaluated", "n_samples", "instance_f1")
+
+
+def stratified_metrics(scorer: ContractScorer, data: PARData, result: SplitResult) -> dict:
+    """{stratum: {level: metrics}} on the images of each level (e.g. NATIVE's quality high / normal / low)."""
+    out = {}
+    for name, levels in data.strata.items():
+        per_image = levels[result.rows]
+        out[name] = {}
+        for level in sorted(set(per_image.tolist())):
+            keep = per_image == level
+            m = scorer.metrics(result.probs[keep], result.labels[keep])
+            out[name][level] = {k: m[k] for k in STRATUM_KEYS}
+    return out
+
+
+def stratum_columns(strata: dict, prefix: str) -> dict:
+    """Flat metrics.csv columns: ``<prefix>_ma_<stratum>_<level>`` and ``<prefix>_n_<stratum>_<level>``."""
+    cols = {}
+    for name, levels in strata.items():
+        for level, m in levels.items():
+            cols[f"{prefix}_ma_{name}_{level}"] = m["ma"]
+            cols[f"{prefix}_n_{name}_{level}"] = m["n_samples"]
+    return cols
+
+
 def write_predictions(path: Path, data: PARData, result: SplitResult) -> None:
     """Per-image probabilities and labels of one split (for intervals and later analyses)."""
     names = np.asarray([data.image_paths[i].name for i in result.rows])
@@ -116,7 +142,8 @@ def evaluate(cfg: CN) -> dict:
     res = evaluate_split(loaded.net, loaders[split], criterion, scorer=ContractScorer(loaded.contract, rt.device),
                          rt=rt, desc=f"eval {split}")
     out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "loss": res.loss,
-           **scalar_metrics(res.metrics)}
+           **scalar_metrics(res.metrics), "strata": stratified_metrics(ContractScorer(loaded.contract, rt.device),
+                                                                       data, res)}
     if rt.is_main:
         write_json(exp / f"eval_{split}.json", out)
         write_attribute_report(exp / f"eval_{split}_attributes.csv", data.attr_names, {split: res.metrics},
