@@ -83,6 +83,8 @@ _C.RELOAD.PTH = "best_model.pth"  # checkpoint file in that folder (or an absolu
 _C.RELOAD.FREEZE = False  # alias of FINETUNE.MODE = head
 _C.RELOAD.PARTIAL_FINE_TUNING = False  # alias of FINETUNE.MODE = partial
 _C.RELOAD.TRUSTED = False  # allow full unpickling of a legacy checkpoint (only files you trust!)
+_C.RELOAD.ATTR_MAP = ""  # another attribute list: head rows of mapped attributes start from the checkpoint's
+#                          (a map in dataset/maps/, e.g. peta_to_native, or a YAML path); "" = new head
 
 # ----------------------------------------------------------------------------- training
 _C.TRAIN = CN()

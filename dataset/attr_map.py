@@ -66,3 +66,26 @@ def load_attr_map(path: str | Path, source_attrs: Sequence[str], target_attrs: S
 def peta_to_native(path: str | Path = PETA_TO_NATIVE) -> dict[str, list[str]]:
     """The PETA -> NATIVE map: {NATIVE attribute: [PETA attributes]} (NATIVE_46 names, PETA's 105)."""
     return load_attr_map(path, PETA_ATTRS, NATIVE_46)
+
+
+def head_rows(path: str | Path, source_attrs: Sequence[str], target_attrs: Sequence[str]) -> dict[int, int]:
+    """{target index: source index} of the head rows a map initialises: for every target attribute of
+    this run that the map names, the row of its first source attribute (the map file's rule).
+
+    Unlike ``load_attr_map`` the run may train a subset of the map's targets, and the checkpoint a
+    subset of its sources: a missing first source falls back to the next listed one."""
+    entries, _ = _read(Path(path))
+    out = {}
+    for target, sources in entries.items():
+        if str(target) not in target_attrs:
+            continue
+        present = [s for s in map(str, sources or []) if s in source_attrs]
+        if present:
+            out[list(target_attrs).index(str(target))] = list(source_attrs).index(present[0])
+    return out
+
+
+def resolve_map_path(name: str) -> Path:
+    """A map by name (``peta_to_native`` = dataset/maps/peta_to_native.yaml) or a path to a YAML file."""
+    p = MAPS_DIR / f"{name}.yaml"
+    return p if p.is_file() else Path(name)

@@ -63,3 +63,45 @@ def test_mixed_training_adds_source_train_rows_only(tmp_path):
     assert len(mixed.splits["train"]) == len(single.splits["train"]) + int(40 * 0.7)
     assert np.array_equal(mixed.splits["val"], single.splits["val"])
     assert np.array_equal(mixed.labels[: len(single.labels)], single.labels)
+
+
+def test_head_rows_of_mapped_attributes_start_from_the_source_head(tmp_path):
+    """RELOAD.ATTR_MAP: NATIVE-miniature attributes mapped to SYNTH ones start from those head rows
+    (the first listed source when several); an unmapped one keeps its fresh initialisation."""
+    from configs import load_config
+    from models import build_model
+    from tools.engine.build import reload_weights
+
+    train_src = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, NAME="source", **{"TRAIN.MAX_EPOCH": 1}))
+    from tools.engine import run_training
+
+    run_training(train_src)
+    src = torch.load(tmp_path / "exp/SYNTH/source/best_model.pth", weights_only=True)
+    names = list(src["attr_names"])
+    amap = tmp_path / "map.yaml"
+    amap.write_text(f"map:\n  Hat: [{names[3]}, {names[1]}]\n  Jeans: [{names[0]}]\nunmapped: [Backpack]\n")
+    cfg = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, **{
+        "RELOAD.TYPE": "True", "RELOAD.MODEL_FOLDER_NAME": "source", "RELOAD.DATASET": "SYNTH",
+        "RELOAD.ATTR_MAP": str(amap)}))
+    torch.manual_seed(0)
+    model = build_model(cfg, 3)
+    fresh = model.head.logits.weight.detach().clone()
+    reload_weights(cfg, model, ["Hat", "Backpack", "Jeans"])
+    w, b = model.head.logits.weight.detach(), model.head.logits.bias.detach()
+    assert torch.equal(w[0], src["model"]["head.logits.weight"][3]) and torch.equal(b[0], src["model"]["head.logits.bias"][3])
+    assert torch.equal(w[2], src["model"]["head.logits.weight"][0])
+    assert torch.equal(w[1], fresh[1])  # Backpack: no counterpart, fresh rows
+    backbone = [k for k in src["model"] if k.startswith("backbone.")]
+    assert all(torch.equal(src["model"][k], model.state_dict()[k]) for k in backbone)
+
+
+def test_the_shipped_peta_to_native_map_names_real_attributes():
+    from dataset.attr_map import PETA_TO_NATIVE, head_rows, peta_to_native
+    from dataset.attributes import NATIVE_46
+    from dataset.public.peta_raw import PETA_ATTRS
+
+    m = peta_to_native()
+    assert m["Gender_female"] == ["personalFemale"] and m["Age_young"][0] == "personalLess30"
+    rows = head_rows(PETA_TO_NATIVE, PETA_ATTRS, NATIVE_46)
+    assert NATIVE_46[next(iter(rows))] in m and len(rows) == len(m)
+    assert PETA_ATTRS[rows[NATIVE_46.index("Backpack")]] == "carryingBackpack"

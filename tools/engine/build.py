@@ -64,30 +64,56 @@ def build_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
     return None
 
 
-def _reload_state(cfg: CN, model: PARModel, path: Path) -> dict:
+def _reload_state(cfg: CN, model: PARModel, path: Path) -> tuple[dict, list[str] | None]:
+    """(weights in this framework's naming, the checkpoint's attribute names when it has them)."""
     ckpt = load_checkpoint(path, trusted=cfg.RELOAD.TRUSTED)
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if state is not None:
-        return state
+        return state, list(ckpt.get("attr_names") or []) or None
     from models.c2t.convert import convert_original_state_dict, is_original_c2t  # only for original files
 
     if not is_original_c2t(ckpt):
         raise CheckpointError(f"{path} holds neither a 'model' state dict nor an original C2T-Net checkpoint")
-    return convert_original_state_dict(ckpt, model)
+    return convert_original_state_dict(ckpt, model), None
 
 
-def reload_weights(cfg: CN, model: PARModel) -> None:
+def _mapped_head(cfg: CN, model: PARModel, state: dict, source_attrs: list[str] | None,
+                 attr_names: list[str]) -> dict:
+    """Head tensors whose rows of mapped attributes come from the checkpoint's (RELOAD.ATTR_MAP)."""
+    from dataset.attr_map import head_rows, resolve_map_path
+
+    if not source_attrs:
+        raise CheckpointError(f"RELOAD.ATTR_MAP = {cfg.RELOAD.ATTR_MAP}: the checkpoint lists no attr_names to map from")
+    rows = head_rows(resolve_map_path(cfg.RELOAD.ATTR_MAP), source_attrs, attr_names)
+    own = model.state_dict()
+    out = {}
+    for k, v in own.items():
+        if k.startswith("head.") and k in state and v.dim() >= 1 and state[k].shape[1:] == v.shape[1:]:
+            new = v.clone()
+            for dst, src in rows.items():
+                new[dst] = state[k][src]
+            out[k] = new
+    log.info("RELOAD.ATTR_MAP %s: %d of %d head rows start from the checkpoint's (%s)", cfg.RELOAD.ATTR_MAP,
+             len(rows), len(attr_names), ", ".join(f"{attr_names[d]}<-{source_attrs[s]}" for d, s in
+                                                   list(rows.items())[:6]) + (", ..." if len(rows) > 6 else ""))
+    return out
+
+
+def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None) -> None:
     """RELOAD: start from another experiment's checkpoint (or an original C2T-Net file).
-    A head of another size (other attribute list) is re-initialised; everything else must match."""
+    A head of another size (other attribute list) is re-initialised, except the rows RELOAD.ATTR_MAP
+    maps to the checkpoint's attributes; everything else must match."""
     path = Path(cfg.RELOAD.PTH)
     if not path.is_absolute() and not path.is_file():
         path = experiment_dir(cfg, cfg.RELOAD.MODEL_FOLDER_NAME, cfg.RELOAD.DATASET or None) / cfg.RELOAD.PTH
-    state = _reload_state(cfg, model, path)
+    state, source_attrs = _reload_state(cfg, model, path)
     own = model.state_dict()
     head_keys = [k for k in state if k.startswith("head.")]
     if any(k in own and own[k].shape != state[k].shape for k in head_keys):
-        log.info("RELOAD: the checkpoint's head has another attribute count; the head is re-initialised")
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        mapped = _mapped_head(cfg, model, state, source_attrs, attr_names or []) if cfg.RELOAD.ATTR_MAP else {}
+        if not mapped:
+            log.info("RELOAD: the checkpoint's head has another attribute count; the head is re-initialised")
+        state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **mapped}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

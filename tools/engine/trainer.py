@@ -137,7 +137,7 @@ class Trainer:
         cfg, rt, data = self.cfg, self.rt, self.data
         self.model = build_model(cfg, len(data.attr_names))
         if cfg.RELOAD.TYPE:
-            reload_weights(cfg, self.model)
+            reload_weights(cfg, self.model, data.attr_names)
         self.net = place_model(cfg, self.model, rt)
         self.ema = ModelEma(self.model, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(self.train_split),
