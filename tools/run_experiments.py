@@ -4,8 +4,14 @@
     uv run python -m tools.run_experiments --only baseline focal TRAIN.MAX_EPOCH 5
 
 Every ``configs/experiments/*.yaml`` (or those named by ``--only``) runs once with the first seed
-(same seed and same data split for every row). The baseline also runs with the other seeds, as
-``baseline_seed<k>``, to measure seed-to-seed noise. ``--base`` puts each experiment's own keys on
+(same seed and same data split for every row). The rows named by ``--seed-rows`` (default: the
+baseline; ``all``: every row) also run with the other seeds, as ``<row>_seed<k>``, to measure
+seed-to-seed noise; ``tools.summarize`` groups them back into one row (mean ± std) and pairs seed k
+of a row with seed k of the baseline for the bootstrap interval of Δ test mA. For example:
+
+    uv run python -m tools.run_experiments --base configs/native_lite_table.yaml --seeds 0 1 2 --seed-rows all
+
+``--base`` puts each experiment's own keys on
 top of another preset instead of its ``_BASE_`` (e.g. the CPU lite preset); trailing KEY VALUE
 pairs override everything. A failing row is reported and the others still run.
 """
@@ -51,43 +57,48 @@ def experiment_files(only: list[str] | None) -> list[Path]:
     return out
 
 
-def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: list[str]) -> list:
-    """(label, cfg) for every run: each file at the first seed, the baseline at the other seeds too."""
+def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: list[str], *,
+         seed_rows: list[str] | None = None) -> list:
+    """(label, cfg) for every run: each file at the first seed, the ``seed_rows`` (file stems, or
+    'all'; default the baseline) at the other seeds too, named ``<NAME>_seed<k>``."""
     from configs import load_config
 
+    rows = set(seed_rows or [BASELINE])
+    unknown = rows - {p.stem for p in files} - {"all"}
+    if unknown:
+        raise SystemExit(f"error: --seed-rows {' '.join(sorted(unknown))}: not among the rows that run "
+                         f"({', '.join(p.stem for p in files)})")
     runs = []
     for path in files:
         first = ["SEED", str(seeds[0])] if seeds else []
         cfg = load_config(path, [*opts, *first], base=base)
         runs.append((cfg.NAME, cfg))
-        if seeds and path.stem == BASELINE:
+        if seeds and ("all" in rows or path.stem in rows):
             for s in seeds[1:]:
                 runs.append((f"{cfg.NAME}_seed{s}",
                              load_config(path, [*opts, "SEED", str(s), "NAME", f"{cfg.NAME}_seed{s}"], base=base)))
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train every experiment of configs/experiments/, then summarize.")
-    p.add_argument("--config-file", "--base", dest="base", default=None, help="preset the experiments' own keys go on (default: their _BASE_)")
+    p.add_argument("--config-file", "--base", dest="base", default=None,
+                   help="preset the experiments' own keys go on (default: their _BASE_)")
     p.add_argument("--only", nargs="+", default=None, help="experiment names (file stems) or YAML paths")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="first seed for every row; the baseline also runs with the others (noise estimate)")
+                   help="first seed for every row; the --seed-rows also run with the others (noise estimate)")
+    p.add_argument("--seed-rows", nargs="+", default=None, metavar="ROW",
+                   help="rows (file stems) that run every seed, or 'all' (default: baseline)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their loss stacks, train nothing")
     p.epilog = "KEY VALUE overrides for every run follow the options (or '--'), e.g. TRAIN.MAX_EPOCH 5"
-    options, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = p.parse_args(options)
-    args.opts = overrides
+    return p
 
-    from configs.errors import ConfigError
+
+def _print_plan(runs: list) -> None:
+    """One line per run: its label, seed, fine-tuning mode and loss stack."""
     from losses import resolve_loss_spec
 
-    try:
-        runs = plan(experiment_files(args.only), args.seeds, args.base, list(args.opts))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     for label, cfg in runs:
         spec = resolve_loss_spec(cfg)
         terms = " + ".join(f"{t.weight:g}*{t.name}" for t in spec.terms)
@@ -95,6 +106,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{'  sample-weight' if any(t.params.get('SAMPLE_WEIGHT') for t in spec.terms) else ''}"
               f"{'  logit-update' if spec.logit_update else ''}"
               f"{'  LA ' + spec.la_mode if spec.la_mode != 'none' else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    options, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(options)
+    args.opts = overrides
+
+    from configs.errors import ConfigError
+
+    try:
+        runs = plan(experiment_files(args.only), args.seeds, args.base, list(args.opts), seed_rows=args.seed_rows)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_plan(runs)
     if args.dry_run:
         return 0
 
