@@ -66,7 +66,10 @@ _C.MODEL.TA_BLOCKS = True  # c2t: channel-aware TA blocks before every spatial s
 _C.MODEL.TA_FAITHFUL = True  # c2t: keep the original's reshape of (attn @ v) (False = proper transpose)
 _C.MODEL.DROP_PATH = 0.0  # stochastic depth of the timm branches (the original C2T-Net trained with 0)
 _C.MODEL.HEAD_BN = False  # BatchNorm1d before the linear head
-_C.MODEL.CHANNELS_LAST = True  # channels_last memory format on CUDA
+_C.MODEL.HEAD = "linear"  # linear (one Linear over the pooled feature) | split (label-balanced learning, ICML 2024:
+#                           Linear(C, N*C) + BatchNorm1d -> one C-d feature per attribute, each with its own
+#                           Linear(C, 1) on its ReLU; TRAIN.STAGE2 needs it; HEAD_BN does not apply)
+_C.MODEL.CHANNELS_LAST = True  # channels_last memory format of the weights (CUDA and CPU; inference follows)
 _C.MODEL.COMPILE = False  # torch.compile the model (off by default; slow to start on CPU)
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -101,6 +104,8 @@ _C.TRAIN.RESUME = ""  # "" | auto (last.pth of this experiment) | path to a last
 _C.TRAIN.ON_NONFINITE = "stop"  # stop | skip: what a NaN/inf loss does
 _C.TRAIN.EVAL_EVERY = 1  # validate every N epochs (always on the last)
 _C.TRAIN.LOG_EVERY = 20  # sync loss to the host every N steps (no per-step .item())
+_C.TRAIN.STAGE2 = "none"  # none | frdl | goat | frdl_goat: label-balanced stage 2 (ICML 2024) on a MODEL.HEAD split
+#                           stage-1 run loaded with RELOAD (plain BCE, no EMA); see STAGE2.* and the README
 _C.TRAIN.DATAAUG = CN()
 _C.TRAIN.DATAAUG.TYPE = "base"  # base (flip + pad-crop) | none
 _C.TRAIN.DATAAUG.ON_GPU = True  # run tensor augmentation on the training device
@@ -117,6 +122,15 @@ _C.TRAIN.LR_SCHEDULER.WMUP_COEF = 0.1  # warmup starts at this fraction of the L
 _C.TRAIN.LR_SCHEDULER.WMUP_EPOCHS = 1  # warmup length (warmup_cosine)
 _C.TRAIN.LR_SCHEDULER.PATIENCE = 4  # plateau patience (epochs)
 _C.TRAIN.LR_SCHEDULER.FACTOR = 0.1  # plateau / multistep decay factor
+
+# ----------------------------------------------------------------------------- label-balanced stage 2
+_C.STAGE2 = CN()  # TRAIN.STAGE2's constants; the new heads train at TRAIN.LR_SCHEDULER.LR_NEW with its schedule
+_C.STAGE2.BANK_SIZE = 1024  # FRDL: features kept per attribute and label value (FIFO of the most recent)
+_C.STAGE2.POS_PROB = 0.5  # FRDL: probability that a re-sampled slot is positive (each attribute independently)
+_C.STAGE2.NUMBER = 3  # FRDL: first epoch (0-based) whose new heads train on bank features; earlier epochs use the
+#                       batch's own features and labels (the original re-samples from epoch NUMBER + 1)
+_C.STAGE2.RESET_EVERY = 20  # GOAT: reset the extractor to the stage-1 weights (and its optimiser state) every K steps
+_C.STAGE2.EXTRACTOR_LR = 1e-5  # GOAT: learning rate of the extractor on the flooding loss (constant)
 
 # ----------------------------------------------------------------------------- loss
 _C.LOSS = CN()
@@ -139,7 +153,12 @@ _C.LOSS.GRADNORM_LR = 0.025  # learning rate of the GradNorm task weights
 _C.METRIC = CN()
 _C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction
 _C.METRIC.GROUP_ARGMAX = False  # decode exclusive groups as arg-max before metrics
+_C.METRIC.EVAL_ATTRS = "all"  # attributes the metrics cover: all (trained) | published (the release's evaluated
+#                               subset, e.g. PETA's 35 while training all 105 with DATASET.LABEL all)
 _C.METRIC.SELECT = "ma"  # metric that chooses the best epoch: ma | instance_f1 | mean_acc
+_C.METRIC.BALANCED = False  # also write the balanced-test view (<split>_bal_* columns in metrics.csv: per attribute
+#                             min(#pos, #neg) positives and negatives); always on for TRAIN.STAGE2 runs
+_C.METRIC.BALANCED_SEED = 0  # seed of the balanced-test subsample
 
 # ----------------------------------------------------------------------------- inference / video
 _C.TEST = CN()
@@ -166,7 +185,7 @@ _C.TEST.SSD_SCORE = 0.3  # ssdlite: person boxes scoring below this are dropped 
 _C.TEST.SSD_NMS = 0.45  # ssdlite: of two person boxes overlapping by more IoU than this, the lower-scored goes
 _C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overlapping, about square tiles, for
 #                        small people in high-resolution frames (1 + N * round(N * W / H) network runs per frame;
-#                        frames whose tiles would be under 300 px are not tiled)
+#                        tiles under 150 px are not made)
 _C.TEST.SSD_TILE_OVERLAP = 0.25  # ssdlite: each tile grown by this fraction of its size
 _C.TEST.REPORT = True  # video: also write <stem>_report/index.html (tracks with thumbnail, time span, labels)
 _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)

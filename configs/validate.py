@@ -17,6 +17,9 @@ CHOICES = {
     "LOSS.LA_MODE": ("none", "train", "posthoc"),
     "LOSS.SAMPLE_WEIGHT": ("", "weight"),
     "METRIC.SELECT": ("ma", "instance_f1", "mean_acc"),
+    "MODEL.HEAD": ("linear", "split"),
+    "TRAIN.STAGE2": ("none", "frdl", "goat", "frdl_goat"),
+    "METRIC.EVAL_ATTRS": ("all", "published"),
     "TEST.DETECTOR": ("auto", "yolo", "hog", "file"),
     "TEST.SMOOTHING": ("ema", "window"),
 }
@@ -68,3 +71,30 @@ def validate_config(cfg: CN) -> None:
     from losses.spec import check_loss_config  # LOSS.TYPE / LOSS.TERMS and their term parameters
 
     check_loss_config(cfg)
+    if cfg.TRAIN.STAGE2 != "none":
+        check_stage2_config(cfg)
+
+
+def check_stage2_config(cfg: CN) -> None:
+    """TRAIN.STAGE2 (label-balanced stage 2) starts from a split-head run and trains with plain BCE."""
+    from losses.spec import resolve_loss_spec
+
+    mode, s = cfg.TRAIN.STAGE2, cfg.STAGE2
+    if cfg.MODEL.HEAD != "split":
+        raise ConfigError(f"TRAIN.STAGE2 {mode} needs MODEL.HEAD split (the stage-1 run's head), got {cfg.MODEL.HEAD!r}")
+    if not cfg.RELOAD.TYPE:
+        raise ConfigError(f"TRAIN.STAGE2 {mode} starts from a stage-1 run: set RELOAD.TYPE True and "
+                          "RELOAD.MODEL_FOLDER_NAME (or RELOAD.PTH) to its experiment")
+    if cfg.TRAIN.EMA:
+        raise ConfigError(f"TRAIN.STAGE2 {mode} does not use an EMA of the weights; set TRAIN.EMA False")
+    spec = resolve_loss_spec(cfg)
+    plain = (len(spec.terms) == 1 and spec.terms[0].name == "bce" and not spec.needs_priors
+             and not spec.logit_update and spec.terms[0].params.get("LABEL_SMOOTH", 0) == 0
+             and spec.terms[0].params.get("SCALE", 1.0) == 1.0)
+    if not plain:
+        raise ConfigError(f"TRAIN.STAGE2 {mode} trains with plain BCE: use LOSS.TYPE bceloss without "
+                          "SAMPLE_WEIGHT, LABEL_SMOOTH, LOGIT_UPDATE, LA_MODE or LOSS.TERMS")
+    if s.BANK_SIZE < 1 or not 0.0 < s.POS_PROB < 1.0 or s.RESET_EVERY < 1 or s.NUMBER < 0 or s.EXTRACTOR_LR <= 0:
+        raise ConfigError(f"STAGE2: BANK_SIZE >= 1, 0 < POS_PROB < 1, RESET_EVERY >= 1, NUMBER >= 0 and "
+                          f"EXTRACTOR_LR > 0 are needed, got {s.BANK_SIZE}, {s.POS_PROB}, {s.RESET_EVERY}, "
+                          f"{s.NUMBER}, {s.EXTRACTOR_LR}")

@@ -51,6 +51,7 @@ class PARData:
     identities: np.ndarray | None = None  # (N,) int64 person identity per image, -1 = unknown
     cameras: np.ndarray | None = None  # (N,) int64 camera / view per image, -1 = unknown
     strata: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) level per image
+    eval_attrs: list[str] = field(default_factory=list)  # the release's evaluated subset (METRIC.EVAL_ATTRS published)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -105,7 +106,8 @@ class PARData:
             if sum(a in names for a in g.attrs) >= 2
         ]
         return dataclasses.replace(self, labels=self.labels[:, cols], attr_names=list(names),
-                                   splits=dict(self.splits), groups=groups, strata=dict(self.strata))
+                                   splits=dict(self.splits), groups=groups, strata=dict(self.strata),
+                                   eval_attrs=[a for a in self.eval_attrs if a in names])
 
 
 def groups_from_cfg(entries: list) -> list[AttrGroup]:

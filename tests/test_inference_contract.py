@@ -164,7 +164,9 @@ def test_a_checkpoint_without_a_contract_loads_with_a_warning_and_a_guess(traine
         pred = Predictor.from_checkpoint(old, device="cpu", batch_size=128)
     assert "no inference contract" in caplog.text
     assert pred.contract.mean == pytest.approx([0.5] * 3)
-    np.testing.assert_array_equal(pred.predict_images(files), probs)
+    # a guess: the memory format training used (channels_last here) is not known, so kernels may differ
+    # in the last float bits
+    np.testing.assert_allclose(pred.predict_images(files), probs, atol=1e-6, rtol=0)
 
 
 def test_eval_warns_when_the_split_is_not_the_one_trained_with(trained, caplog):

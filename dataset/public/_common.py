@@ -228,4 +228,5 @@ def build_pardata(cfg: CN, name: str, file: Path, image_dir: Path, image_names: 
         kept = list(attr_names)
     paths = join_images(image_dir, image_names, file, field)
     groups = attach_groups(cfg, attr_names, kept, file)
-    return PARData(name, paths, labels, kept, splits, groups, image_dir)
+    published = [attr_names[i] for i in eval_idx] if eval_idx is not None else []
+    return PARData(name, paths, labels, kept, splits, groups, image_dir, eval_attrs=published)

@@ -68,7 +68,7 @@ class EvalHook(HookBase):
                          "groups": [[g.name, g.kind, *g.attrs] for g in t.data.groups], "cfg": t.cfg.dump(),
                          "contract": t.contract.to_dict(), "epoch": t.state.best_epoch,
                          "best_metric": t.state.best}, t.exp / "best_model.pth")
-        write_attribute_report(t.exp / "attributes_best.csv", t.data.attr_names, t.reports, t.cfg.VIS.PLOTS)
+        write_attribute_report(t.exp / "attributes_best.csv", t.scorer.attr_names, t.reports, t.cfg.VIS.PLOTS)
         write_json(t.exp / "best_metrics.json", {"epoch": t.state.best_epoch,
                                                  **{s: scalar_metrics(m) for s, m in t.reports.items()},
                                                  "strata": t.strata})
@@ -80,8 +80,9 @@ class LogitUpdateHook(HookBase):
     """The seed study's logit update reads each validation's per-attribute recalls."""
 
     def after_epoch(self, t: Any) -> None:
-        if t.reports:
-            val = t.reports[t.cfg.DATASET.VAL_SPLIT]["per_attr"]
+        if t.reports:  # recalls of every trained attribute, whatever subset the reported metrics cover
+            res = t.results[t.cfg.DATASET.VAL_SPLIT]
+            val = t.scorer.metrics(res.probs, res.labels, every_attr=True)["per_attr"]
             t.criterion.on_validation_end(val["pos_recall"], val["neg_recall"])
 
 

@@ -44,10 +44,18 @@ class ContractScorer:
         self.contract = contract
         self.to_probs = ProbabilityHead(contract).to(device)
 
-    def metrics(self, probs: np.ndarray, labels: np.ndarray) -> dict:
-        idx = self.contract.exclusive_indices()
+    @property
+    def attr_names(self) -> list[str]:
+        """The attributes the metrics cover (``contract.eval_attrs``, else every trained one)."""
+        return list(self.contract.eval_attrs or self.contract.attr_names)
+
+    def metrics(self, probs: np.ndarray, labels: np.ndarray, every_attr: bool = False) -> dict:
+        """Group decoding over every attribute, then the metrics of the evaluated ones (or of all)."""
+        c = self.contract
+        idx = c.exclusive_indices()
         decided = decode_exclusive(probs, idx) if idx else probs
-        return compute_metrics(decided, labels, self.contract.threshold_array())
+        cols = [c.attr_names.index(a) for a in c.eval_attrs] if c.eval_attrs and not every_attr else slice(None)
+        return compute_metrics(decided[:, cols], labels[:, cols], c.threshold_array()[cols])
 
 
 def evaluate_split(net: torch.nn.Module, loader, criterion, *, scorer: ContractScorer, rt: Runtime,
@@ -139,14 +147,13 @@ def evaluate(cfg: CN) -> dict:
     loaders, _ = build_loaders(cfg, data, [split], rt.device, rank=rt.rank, world=rt.world)
     criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(cfg.DATASET.TRAIN_SPLIT),
                            loaded.net).to(rt.device)
-    res = evaluate_split(loaded.net, loaders[split], criterion, scorer=ContractScorer(loaded.contract, rt.device),
-                         rt=rt, desc=f"eval {split}")
+    scorer = ContractScorer(loaded.contract, rt.device)
+    res = evaluate_split(loaded.net, loaders[split], criterion, scorer=scorer, rt=rt, desc=f"eval {split}")
     out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "loss": res.loss,
-           **scalar_metrics(res.metrics), "strata": stratified_metrics(ContractScorer(loaded.contract, rt.device),
-                                                                       data, res)}
+           **scalar_metrics(res.metrics), "strata": stratified_metrics(scorer, data, res)}
     if rt.is_main:
         write_json(exp / f"eval_{split}.json", out)
-        write_attribute_report(exp / f"eval_{split}_attributes.csv", data.attr_names, {split: res.metrics},
+        write_attribute_report(exp / f"eval_{split}_attributes.csv", scorer.attr_names, {split: res.metrics},
                                cfg.VIS.PLOTS)
         write_predictions(exp / f"eval_{split}_predictions.npz", data, res)
     m = res.metrics

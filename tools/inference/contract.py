@@ -43,6 +43,8 @@ class InferenceContract:
     input_range: str = "[0, 1]"  # RGB / 255; the model normalises with mean/std itself
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"n", "sha1"} at training time
     selected_on: str = ""  # the split the best epoch was chosen on
+    eval_attrs: list[str] = field(default_factory=list)  # attributes the metrics cover ([] = all)
+    channels_last: bool = False  # weights in channels_last during training (inference uses the same kernels)
     version: int = VERSION
 
     def to_dict(self) -> dict:
@@ -95,7 +97,20 @@ def contract_for_run(cfg, data: PARData, model: torch.nn.Module, criterion, spli
         la_tau=float(criterion.la_tau) if posthoc else 0.0,
         priors=criterion.priors.detach().cpu().tolist() if posthoc else [],
         splits={s: split_fingerprint(data, s) for s in splits if s in data.splits},
-        selected_on=cfg.DATASET.VAL_SPLIT)
+        selected_on=cfg.DATASET.VAL_SPLIT, eval_attrs=evaluated_attrs(cfg, data),
+        channels_last=bool(cfg.MODEL.CHANNELS_LAST))
+
+
+def evaluated_attrs(cfg, data: PARData) -> list[str]:
+    """METRIC.EVAL_ATTRS: [] (every trained attribute) or the release's published evaluated subset."""
+    if cfg.METRIC.EVAL_ATTRS != "published":
+        return []
+    if not data.eval_attrs:
+        from configs.errors import ConfigError  # a config mistake found once the data is known
+
+        raise ConfigError(f"METRIC.EVAL_ATTRS published: {data.name} defines no evaluated attribute subset "
+                          "(only the public releases do, with DATASET.LABEL all); use METRIC.EVAL_ATTRS all")
+    return list(data.eval_attrs)
 
 
 def guessed_contract(cfg, ckpt: dict, path: str) -> InferenceContract:

@@ -188,6 +188,8 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu", tru
     _load_weights(net, ckpt["model"], path)
     net.set_normalisation(contract.mean, contract.std)
     dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if contract.channels_last:  # the memory format training ran in: the same kernels, the same numbers
+        net.to(memory_format=torch.channels_last)
     model = ContractModel(net, contract).to(dev).eval()
     log.info("loaded %s: %s/%s, %d attributes, input %dx%d, mean %s, on %s", path, cfg.MODEL.NAME,
              cfg.MODEL.BACKBONE, len(contract.attr_names), contract.height, contract.width,
