@@ -102,8 +102,9 @@ def test_anchors_and_box_decoding_follow_tensorflow():
 def test_tiles_and_nms():
     tiles = tile_windows(1920, 1080, 1, 0.25)
     assert tiles == [(0, 0, 1080, 1080), (840, 0, 1920, 1080)]  # 2 columns of 960 px, grown by 120 px a side
-    assert len(tile_windows(1920, 1080, 2, 0.25)) == 8 and tile_windows(768, 576, 1, 0.25) == []
-    assert len(tile_windows(640, 352, 3, 0.25)) == 2  # rows capped: tiles never below the 300 px input
+    assert len(tile_windows(1920, 1080, 2, 0.25)) == 8 and tile_windows(768, 576, 1, 0.25) == []  # 1 tile = none
+    assert len(tile_windows(768, 576, 2, 0.25)) == 6 and len(tile_windows(640, 352, 3, 0.25)) == 8  # 3 rows -> 2
+    assert tile_windows(200, 140, 1, 0.25) == []  # tiles never under 150 px
     b = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
     assert nms(b, np.array([0.5, 0.9, 0.3]), 0.5).tolist() == [1, 2]
 

@@ -35,6 +35,7 @@ PERSON = 1  # class column of "person": 0 is the background (the shipped graph's
 KEEP_OPS = {"Conv2D", "DepthwiseConv2dNative", "FusedBatchNorm", "BiasAdd", "Relu6", "Add"}
 UNUSED_ATTRS = ("T", "data_format", "use_cudnn_on_gpu", "is_training", "Tshape", "N", "Tidx")
 MAX_CANDIDATES = 400  # boxes kept per image before NMS
+MIN_TILE = 150  # px: smaller tiles are not made (upscaled 2x they would hold too little context)
 EDGE_PX = 2  # a tile box this close to an inner tile edge is cut off by the tile: dropped
 
 
@@ -155,10 +156,10 @@ def decode_boxes(codes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 def tile_windows(width: int, height: int, rows: int, overlap: float) -> list[tuple[int, int, int, int]]:
     """``rows`` rows of about square tiles over the frame (columns from the aspect ratio), each grown by
     ``overlap`` of its size so a person cut by one tile's edge is whole in its neighbour: ``(x1, y1, x2, y2)``."""
-    rows = min(rows, height // INPUT_SIZE)  # tiles under the network's input size would only be upscaled
+    rows = min(rows, height // MIN_TILE)
     if rows < 1:
         return []
-    cols = max(1, min(round(rows * width / height), width // INPUT_SIZE))
+    cols = max(1, min(round(rows * width / height), width // MIN_TILE))
     tw, th = width / cols, height / rows
     mx, my = tw * overlap / 2, th * overlap / 2
     out = []
