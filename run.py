@@ -1,6 +1,6 @@
 """The single entry point.
 
-    uv run run.py --config-file configs/native.yaml [--mode train|eval|video|predict] [KEY VALUE ...]
+    uv run run.py --config-file configs/native.yaml [--mode train|eval|video|predict|search] [KEY VALUE ...]
 
 Trailing KEY VALUE pairs override the YAML (e.g. ``TRAIN.BATCH_SIZE 32``). Under
 ``torchrun --nproc_per_node=N run.py ...`` training runs with DistributedDataParallel.
@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-MODES = ("train", "eval", "video", "predict")
+MODES = ("train", "eval", "video", "predict", "search")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.evaluation.evaluator import evaluate
 
         evaluate(cfg)
+    elif cfg.MODE == "search":
+        from tools.video.search import run_search
+
+        run_search(cfg)
     elif cfg.MODE == "video":
         import test_video
 

@@ -8,7 +8,10 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 _C.NAME = "default"  # experiment name: results go to <OUTPUT_DIR>/<DATASET.NAME>/<NAME>/
-_C.MODE = "train"  # train | eval | video | predict (the --mode flag overrides it)
+_C.MODE = "train"  # train | eval | video | predict | search (the --mode flag overrides it)
+_C.TASK = "par"  # par (attributes) | reid (identities: embedding head, PK batches, retrieval metrics; see REID.*) |
+#                  multitask (both heads on one backbone, REID.TASK_WEIGHT / REID.ATTR_WEIGHT); reid and multitask
+#                  need a dataset with identities and cameras (MARKET1501, DUKEMTMC)
 _C.SEED = 0  # global seed: data split shuffles, init, augmentation
 _C.DEVICE = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
 _C.OUTPUT_DIR = "exp_results"  # root of all experiment folders
@@ -109,6 +112,9 @@ _C.TRAIN.STAGE2 = "none"  # none | frdl | goat | frdl_goat: label-balanced stage
 _C.TRAIN.DATAAUG = CN()
 _C.TRAIN.DATAAUG.TYPE = "base"  # base (flip + pad-crop) | none
 _C.TRAIN.DATAAUG.ON_GPU = True  # run tensor augmentation on the training device
+_C.TRAIN.DATAAUG.RANDOM_ERASING = 0.0  # probability of erasing one random rectangle per training image (Zhong et
+#                                       al. 2020: 2-40 % of the area, aspect 0.3-3.3, filled with the ImageNet mean;
+#                                       ReID: 0.5); drawn with the batch's seeded generator, after flip + crop
 _C.TRAIN.OPTIMIZER = CN()
 _C.TRAIN.OPTIMIZER.TYPE = "adam"  # sgd | adam | adamw
 _C.TRAIN.OPTIMIZER.MOMENTUM = 0.9  # sgd momentum
@@ -155,7 +161,9 @@ _C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction
 _C.METRIC.GROUP_ARGMAX = False  # decode exclusive groups as arg-max before metrics
 _C.METRIC.EVAL_ATTRS = "all"  # attributes the metrics cover: all (trained) | published (the release's evaluated
 #                               subset, e.g. PETA's 35 while training all 105 with DATASET.LABEL all)
-_C.METRIC.SELECT = "ma"  # metric that chooses the best epoch: ma | instance_f1 | mean_acc
+_C.METRIC.SELECT = "ma"  # metric that chooses the best epoch: ma | instance_f1 | mean_acc (attributes, on
+#                          DATASET.VAL_SPLIT) | mAP | rank1 | mINP (ReID, on val_query / val_gallery); TASK reid
+#                          reads an attribute metric here as mAP
 _C.METRIC.BALANCED = False  # also write the balanced-test view (<split>_bal_* columns in metrics.csv: per attribute
 #                             min(#pos, #neg) positives and negatives); always on for TRAIN.STAGE2 runs
 _C.METRIC.BALANCED_SEED = 0  # seed of the balanced-test subsample
@@ -200,6 +208,7 @@ _C.SEARCH.IN = ""  # processed videos (a <stem>_tracks.json, or a folder searche
 #                    crops (then scored by the model); several: comma-separated
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
 _C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
+_C.SEARCH.RETRIEVAL_ATTRS = []  # tools.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)
 
 # ----------------------------------------------------------------------------- person re-identification
 _C.REID = CN()
@@ -223,6 +232,9 @@ _C.REID.RERANK_K1 = 20
 _C.REID.RERANK_K2 = 6
 _C.REID.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jaccard distance
 _C.REID.VIS_QUERIES = 8  # queries drawn in the ranked-list picture (query + top-10, green/red); 0 = none
+_C.REID.CENTER_LR = 0.5  # center loss: SGD step of the centers, inside the loss (BoT's separate optimiser, lr 0.5)
+_C.REID.TASK_WEIGHT = 1.0  # TASK multitask: weight of the ReID loss (ID + triplet + center) in the total
+_C.REID.ATTR_WEIGHT = 1.0  # TASK multitask: weight of the attribute loss (the LOSS.* stack) in the total
 
 # ----------------------------------------------------------------------------- distributed
 _C.DIST = CN()

@@ -6,7 +6,7 @@ from yacs.config import CfgNode as CN
 from configs.errors import ConfigError
 
 CHOICES = {
-    "MODE": ("train", "eval", "video", "predict"),
+    "MODE": ("train", "eval", "video", "predict", "search"),
     "FINETUNE.MODE": ("full", "partial", "head"),
     "TRAIN.AMP": ("auto", "bf16", "fp16", "off"),
     "TRAIN.ON_NONFINITE": ("stop", "skip"),
@@ -16,7 +16,8 @@ CHOICES = {
     "DATASET.ON_BAD_IMAGE": ("skip", "error"),
     "LOSS.LA_MODE": ("none", "train", "posthoc"),
     "LOSS.SAMPLE_WEIGHT": ("", "weight"),
-    "METRIC.SELECT": ("ma", "instance_f1", "mean_acc"),
+    "TASK": ("par", "reid", "multitask"),
+    "METRIC.SELECT": ("ma", "instance_f1", "mean_acc", "mAP", "rank1", "mINP"),
     "MODEL.HEAD": ("linear", "split"),
     "TRAIN.STAGE2": ("none", "frdl", "goat", "frdl_goat"),
     "METRIC.EVAL_ATTRS": ("all", "published"),
@@ -73,6 +74,7 @@ def validate_config(cfg: CN) -> None:
     check_loss_config(cfg)
     if cfg.TRAIN.STAGE2 != "none":
         check_stage2_config(cfg)
+    check_task_config(cfg)
 
 
 def check_stage2_config(cfg: CN) -> None:
@@ -98,3 +100,29 @@ def check_stage2_config(cfg: CN) -> None:
         raise ConfigError(f"STAGE2: BANK_SIZE >= 1, 0 < POS_PROB < 1, RESET_EVERY >= 1, NUMBER >= 0 and "
                           f"EXTRACTOR_LR > 0 are needed, got {s.BANK_SIZE}, {s.POS_PROB}, {s.RESET_EVERY}, "
                           f"{s.NUMBER}, {s.EXTRACTOR_LR}")
+
+
+REID_SELECT = ("mAP", "rank1", "mINP")  # METRIC.SELECT values scored on the ReID validation pair
+
+
+def check_task_config(cfg: CN) -> None:
+    """TASK reid / multitask: PK batches, a ReID selection metric only where there is an embedding."""
+    p = cfg.TRAIN.DATAAUG.RANDOM_ERASING
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"TRAIN.DATAAUG.RANDOM_ERASING = {p} is a probability; use a value in [0, 1] (ReID: 0.5)")
+    if cfg.TASK == "par":
+        if cfg.METRIC.SELECT in REID_SELECT:
+            raise ConfigError(f"METRIC.SELECT {cfg.METRIC.SELECT} is a ReID metric but TASK is par; select on ma | "
+                              "instance_f1 | mean_acc, or set TASK reid / multitask")
+        return
+    if cfg.TRAIN.STAGE2 != "none":
+        raise ConfigError(f"TRAIN.STAGE2 {cfg.TRAIN.STAGE2} is an attribute stage; set TASK par or TRAIN.STAGE2 none")
+    k, bs = cfg.REID.NUM_INSTANCE, cfg.TRAIN.BATCH_SIZE
+    if k < 1 or bs % k or bs // k < 2:
+        raise ConfigError(f"TASK {cfg.TASK}: TRAIN.BATCH_SIZE {bs} must be P x REID.NUM_INSTANCE {k} with P >= 2 "
+                          "identities per batch; e.g. 64 = 16 x 4")
+    weights = {"REID.TASK_WEIGHT": cfg.REID.TASK_WEIGHT, "REID.ATTR_WEIGHT": cfg.REID.ATTR_WEIGHT,
+               "REID.CENTER_LR": cfg.REID.CENTER_LR}
+    bad = [f"{key} = {v}" for key, v in weights.items() if v < 0]
+    if bad:
+        raise ConfigError(f"{bad[0]} is negative; loss weights and the center step must be >= 0")

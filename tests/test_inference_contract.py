@@ -195,3 +195,25 @@ def test_label_decoder_follows_group_argmax_and_per_attribute_thresholds():
     assert LabelDecoder(names, groups, [0.35, 0.5, 0.5], group_argmax=False).decode(p)["upper"] == "U_red"
     assert LabelDecoder(names, groups, [0.5, 0.5, 0.6]).decode(p)["present"] == []
     assert LabelDecoder(names, groups, [0.5, 0.5, 0.5]).decode(p)["present"] == ["Hat"]
+
+
+def test_retrieval_command_and_search_mode_run_on_the_checkpoint(trained, capsys):
+    if trained["kind"] != "package":
+        pytest.skip("one checkpoint is enough")
+    from tools.retrieval_eval import main as retrieval
+
+    cfg_args = ["--config-file", DEMO, *trained["opts"], "TEST.SPLIT", "val"]
+    m = retrieval(cfg_args)
+    assert 0 <= m["retrieval_mAP"] <= 1 and m["retrieval_queries"] >= 1
+    assert "retrieval mAP" in capsys.readouterr().out
+    assert (trained["exp"] / "retrieval_val.json").is_file()
+
+    files, _, _ = _val_files(trained)
+    folder = trained["tmp"] / "search_crops"
+    folder.mkdir(exist_ok=True)
+    for f in files[:6]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    out = trained["tmp"] / "search_out"
+    _run("--mode", "search", *trained["opts"], "SEARCH.QUERY", "upper_colour=red", "SEARCH.IN", str(folder),
+         "SEARCH.OUTPUT", str(out))
+    assert (out / "search.csv").is_file() and (out / "search.json").is_file()
