@@ -19,8 +19,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import DataError
 from tools.checkpoint import CheckpointError
 from tools.inference import Predictor, experiment_dir, read_rgb
-from tools.inference.labels import LabelDecoder
-from tools.video.detectors import DetectorError, build_detector, resolve_detector_name
+from tools.video.detectors import DetectorError, resolve_detector_name
 from tools.video.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
 log = logging.getLogger("test_video")
@@ -48,9 +47,9 @@ def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     opts = VideoOptions.from_cfg(cfg)
     opts.validate()
     opts.detector = resolve_detector_name(opts.detector, opts.yolo_model)
-    # hog / yolo are built once (and fail before the model loads); a file detector is per video
-    shared_det = None if opts.detector == "file" else build_detector(
-        opts.detector, yolo_model=opts.yolo_model, yolo_conf=opts.conf, hog_scale=opts.hog_scale, device=opts.device)
+    # ssdlite / hog / yolo are built once, with every TEST.* option (and fail before the model loads);
+    # a file detector is per video
+    shared_det = None if opts.detector == "file" else opts.make_detector()
     predictor = predictor or Predictor.from_cfg(cfg)
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []

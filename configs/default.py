@@ -177,7 +177,7 @@ _C.TEST.PRETRAINED_WEIGHTS = ""  # explicit checkpoint path (wins over MODEL_FOL
 _C.TEST.VIDEO_PATH = ""  # a video file or a folder of videos
 _C.TEST.VIDEO_NAME = ""  # only this file inside VIDEO_PATH when it is a folder
 _C.TEST.OUTPUT_VIDEO_PATH = "exp_results/videos"  # where annotated videos, JSON and CSV go
-_C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else hog) | yolo | hog | file
+_C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else ssdlite) | ssdlite (offline, default) | yolo | hog | file
 _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,score)
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
 _C.TEST.YOLO_CONF = 0.4  # detector score threshold

@@ -21,7 +21,7 @@ CHOICES = {
     "MODEL.HEAD": ("linear", "split"),
     "TRAIN.STAGE2": ("none", "frdl", "goat", "frdl_goat"),
     "METRIC.EVAL_ATTRS": ("all", "published"),
-    "TEST.DETECTOR": ("auto", "yolo", "hog", "file"),
+    "TEST.DETECTOR": ("auto", "ssdlite", "yolo", "hog", "file"),
     "TEST.SMOOTHING": ("ema", "window"),
 }
 GROUP_KINDS = ("exclusive", "optional")

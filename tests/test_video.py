@@ -197,10 +197,14 @@ def test_id_survives_a_detection_gap(tmp_path):
     assert red["frames"] == [f for f in range(1, N_FRAMES + 1) if not 10 <= f <= 12]
 
 
-def test_auto_detector_falls_back_to_hog_with_a_note(caplog):
-    with caplog.at_level(logging.WARNING):
-        det = build_detector("auto")
-    assert isinstance(det, HogDetector) and "HOG" in caplog.text and "weaker" in caplog.text
+def test_auto_detector_is_the_offline_ssdlite_and_hog_stays_selectable(caplog):
+    from tools.video.ssdlite import SsdLiteDetector
+
+    with caplog.at_level(logging.INFO):
+        assert isinstance(build_detector("auto"), SsdLiteDetector)
+    assert "SSDLite" in caplog.text
+    det = build_detector("hog")
+    assert isinstance(det, HogDetector)
     blank = np.zeros((240, 320, 3), np.uint8)
     out = det(blank, 1)
     assert out.xyxy.shape == (0, 4) and out.scores.shape == (0,)

@@ -33,7 +33,7 @@ def retrieval_eval(cfg) -> dict:
     z = np.load(experiment_dir(cfg) / f"eval_{split}_predictions.npz")
     groups = load_checkpoint(out["checkpoint"], trusted=cfg.RELOAD.TRUSTED).get("groups") or []
     m = retrieval_metrics(z["probs"], z["labels"], list(z["attr_names"]), groups,
-                          list(cfg.SEARCH.RETRIEVAL_ATTRS) or None)
+                          subset=list(cfg.SEARCH.RETRIEVAL_ATTRS) or None)
     write_json(experiment_dir(cfg) / f"retrieval_{split}.json", {"checkpoint": out["checkpoint"], "split": split, **m})
     print(f"{split}: retrieval mAP {m['retrieval_mAP']:.4f}, rank-1 {m['retrieval_rank1']:.4f}, rank-5 "
           f"{m['retrieval_rank5']:.4f}, rank-10 {m['retrieval_rank10']:.4f} ({m['retrieval_queries']} queries, "

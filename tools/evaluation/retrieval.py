@@ -125,7 +125,7 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> tuple[float, 
     return ap, rel
 
 
-def retrieval_metrics(probs: np.ndarray, labels: np.ndarray, attr_names: Sequence[str], groups: Iterable = (),
+def retrieval_metrics(probs: np.ndarray, labels: np.ndarray, attr_names: Sequence[str], groups: Iterable = (), *,
                       subset: Sequence[str] | None = None, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Attribute-combination retrieval on one split.
 

@@ -274,6 +274,140 @@ def output_paths(video: Path, out_dir: Path) -> dict[str, Path]:
             "report": out_dir / f"{video.stem}_report" / "index.html"}
 
 
+class _VideoRun:
+    """The state of one video being processed: capture, writers, tracker, tracks, timings."""
+
+    def __init__(self, video: Path, predictor: PredictorLike, opts: VideoOptions, out_dir: Path,
+                 detector: Detector | None):
+        self.video, self.predictor, self.opts = video, predictor, opts
+        self.cap, self.first_frame, self.meta = open_video(video)
+        try:
+            self.detector = detector or opts.make_detector(video)
+        except BaseException:
+            self.cap.release()
+            raise
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.paths = output_paths(video, out_dir)
+        self.attr_names = list(predictor.attr_names)
+        # a checkpoint's Predictor carries its contract's decoder (thresholds, group decoding)
+        self.decoder = getattr(predictor, "decoder", None) or LabelDecoder(self.attr_names, predictor.groups,
+                                                                           opts.threshold)
+        self.tracker = ByteTracker(self.meta["fps"], opts.conf)
+        self.tracks: dict[int, TrackRecord] = {}
+        self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
+        self.n_frames = self.n_crops = 0
+        self.writer = self._open_writer()
+        self.csv_file = open(self.paths["csv"], "w", newline="", encoding="utf-8")
+        self.rows = csv.writer(self.csv_file)
+        self.rows.writerow(CSV_FIXED + self.attr_names)
+
+    def _open_writer(self):
+        if not self.opts.write_video:
+            return None
+        m = self.meta
+        writer = cv2.VideoWriter(str(self.paths["video"]), cv2.VideoWriter_fourcc(*"mp4v"), m["fps"],
+                                 (m["width"], m["height"]))
+        if not writer.isOpened():
+            self.cap.release()
+            raise VideoError(f"cannot write {self.paths['video']} (OpenCV mp4v writer failed); "
+                             "check TEST.OUTPUT_VIDEO_PATH")
+        return writer
+
+    def track(self, tid: int) -> TrackRecord:
+        if tid not in self.tracks:
+            o = self.opts
+            self.tracks[tid] = TrackRecord(tid, make_smoother(o.smoothing, o.ema_alpha, o.window))
+        return self.tracks[tid]
+
+    def step(self, frame: np.ndarray) -> None:
+        """Detect, track, classify (every CHECK_PER_FRAME frames), then write this frame's rows and drawing."""
+        self.n_frames += 1
+        t0 = time.perf_counter()
+        dets = self.detector(frame, self.n_frames)
+        t1 = time.perf_counter()
+        tracked = self.tracker.update(dets)
+        t2 = time.perf_counter()
+        boxes = [_clip(b, self.meta["width"], self.meta["height"]) for b in tracked.xyxy]
+        classified: set[int] = set()
+        if (self.n_frames - 1) % self.opts.check_per_frame == 0 and len(tracked):
+            which, probs = _classify(frame, boxes, self.predictor, self.opts, len(self.attr_names))
+            self.n_crops += len(which)
+            for i, p in zip(which, probs):
+                self.track(int(tracked.ids[i])).observe(p)
+                classified.add(i)
+            for i in classified:  # before any drawing on the frame
+                self.track(int(tracked.ids[i])).offer_thumb(frame, boxes[i], tracked.scores[i], self.n_frames)
+        t3 = time.perf_counter()
+        for k, dt in zip(self.secs, (t1 - t0, t2 - t1, t3 - t2)):
+            self.secs[k] += dt
+        self._write_frame(frame, tracked, boxes, classified)
+
+    def _write_frame(self, frame: np.ndarray, tracked, boxes: list, classified: set[int]) -> None:
+        for i, tid in enumerate(int(t) for t in tracked.ids):
+            rec = self.track(tid)
+            rec.frames.append(self.n_frames)
+            rec.boxes.append(boxes[i])
+            rec.scores.append(round(float(tracked.scores[i]), 4))
+            p = rec.smoother.value
+            text = self.decoder.text(self.decoder.decode(p)) if p is not None else []
+            probs_txt = [f"{v:.4f}" for v in p] if p is not None else [""] * len(self.attr_names)
+            self.rows.writerow([self.n_frames, tid, *boxes[i], f"{tracked.scores[i]:.4f}", int(i in classified),
+                                "; ".join(text), *probs_txt])
+            if self.writer is not None:
+                draw_track(frame, boxes[i], tid, text[:self.opts.max_label_lines])
+        self.csv_file.flush()
+        if self.writer is not None:
+            self.writer.write(frame)
+
+    def close(self) -> None:
+        self.cap.release()
+        if self.writer is not None:
+            self.writer.release()
+        self.csv_file.close()
+
+    def summary(self, status: str, elapsed: float) -> dict:
+        n, secs, n_crops = self.n_frames, self.secs, self.n_crops
+        return {
+            "video": str(self.video), "complete": status == "complete", "status": status,
+            "frames": n, "people_tracked": len(self.tracks),
+            "tracks_classified": sum(r.n_classified > 0 for r in self.tracks.values()), "crops_classified": n_crops,
+            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            # frames per second each stage alone would allow (PAR: None when it never ran)
+            "fps": {"detector": _fps(n, secs["detector"]), "tracker": _fps(n, secs["tracker"]),
+                    "par": _fps(n, secs["par"]) if n_crops else None, "overall": _fps(n, elapsed),
+                    "par_crops": _fps(n_crops, secs["par"]) if n_crops else None},
+            "seconds": {**{k: round(v, 3) for k, v in secs.items()}, "overall": round(elapsed, 3)},
+            "outputs": {k: str(v) for k, v in self.paths.items()
+                        if (k != "video" or self.writer is not None) and (k != "report" or self.opts.report)},
+        }
+
+    def write_outputs(self, summary: dict) -> None:
+        """Thumbnails, the tracks JSON and (TEST.REPORT) the HTML report."""
+        o, tracks = self.opts, sorted(self.tracks.values(), key=lambda r: r.track_id)
+        _save_thumbs(tracks, self.paths["thumbs"])
+        _write_json(self.paths["json"], {
+            **summary, "video_info": self.meta, "attr_names": self.attr_names,
+            "groups": [[g.name, g.kind, *g.attrs] for g in self.decoder.groups], "threshold": o.threshold,
+            "smoothing": {"type": o.smoothing, "ema_alpha": o.ema_alpha, "window": o.window},
+            "check_per_frame": o.check_per_frame,
+            "tracks": [_track_json(r, self.attr_names, self.decoder) for r in tracks],
+            # best classified crop per track: {track id: {file (relative to this JSON), frame}}
+            "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame} for r in tracks if r.thumb_path},
+        })
+        if o.report:
+            _write_report(self.paths)
+
+    def frames(self):
+        """The frames to process: the first one (already read), then until the end or TEST.MAX_FRAMES."""
+        frame = self.first_frame
+        while frame is not None:
+            yield frame
+            if self.opts.max_frames and self.n_frames >= self.opts.max_frames:
+                return
+            ok, frame = self.cap.read()
+            frame = frame if ok else None
+
+
 def process_video(video_path: str | Path, predictor: PredictorLike, options: VideoOptions | Any,
                   out_dir: str | Path, detector: Detector | None = None) -> dict:
     """Run the whole pipeline on one video; returns the summary (also stored in the JSON).
@@ -284,90 +418,16 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
     """
     opts = options if isinstance(options, VideoOptions) else VideoOptions.from_cfg(options)
     opts.validate()
-    video = as_source(video_path)
-    cap, frame, meta = open_video(video)
-    try:
-        detector = detector or opts.make_detector(video)
-    except BaseException:
-        cap.release()
-        raise
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = output_paths(video, out_dir)
-    attr_names = list(predictor.attr_names)
-    decoder = LabelDecoder(attr_names, predictor.groups, opts.threshold)
-    tracker = ByteTracker(meta["fps"], opts.conf)
-    W, H = meta["width"], meta["height"]
-
-    writer = None
-    if opts.write_video:
-        writer = cv2.VideoWriter(str(paths["video"]), cv2.VideoWriter_fourcc(*"mp4v"), meta["fps"], (W, H))
-        if not writer.isOpened():
-            cap.release()
-            raise VideoError(f"cannot write {paths['video']} (OpenCV mp4v writer failed); check TEST.OUTPUT_VIDEO_PATH")
-
-    tracks: dict[int, TrackRecord] = {}
-
-    def track(tid: int) -> TrackRecord:
-        if tid not in tracks:
-            tracks[tid] = TrackRecord(tid, make_smoother(opts.smoothing, opts.ema_alpha, opts.window))
-        return tracks[tid]
-
-    secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
-    n_frames = n_crops = 0
-    status = "running"
-    total = meta["frame_count"] or None
+    run = _VideoRun(as_source(video_path), predictor, opts, Path(out_dir), detector)
+    total = run.meta["frame_count"] or None
     if opts.max_frames and total:
         total = min(total, opts.max_frames)
-    t_start = time.perf_counter()
-    csv_file = open(paths["csv"], "w", newline="", encoding="utf-8")
-    bar = tqdm(total=total, unit="frame", desc=video.name, disable=not opts.progress, leave=False)
+    status, t_start = "running", time.perf_counter()
+    bar = tqdm(total=total, unit="frame", desc=run.video.name, disable=not opts.progress, leave=False)
     try:
-        rows = csv.writer(csv_file)
-        rows.writerow(CSV_FIXED + attr_names)
-        ok = True
-        while ok:
-            n_frames += 1
-            t0 = time.perf_counter()
-            dets = detector(frame, n_frames)
-            t1 = time.perf_counter()
-            tracked = tracker.update(dets)
-            t2 = time.perf_counter()
-            boxes = [_clip(b, W, H) for b in tracked.xyxy]
-            classified: set[int] = set()
-            if (n_frames - 1) % opts.check_per_frame == 0 and len(tracked):
-                which, probs = _classify(frame, boxes, predictor, opts, len(attr_names))
-                n_crops += len(which)
-                for i, p in zip(which, probs):
-                    track(int(tracked.ids[i])).observe(p)
-                    classified.add(i)
-                for i in classified:  # before any drawing on the frame
-                    track(int(tracked.ids[i])).offer_thumb(frame, boxes[i], tracked.scores[i], n_frames)
-            t3 = time.perf_counter()
-            secs["detector"] += t1 - t0
-            secs["tracker"] += t2 - t1
-            secs["par"] += t3 - t2
-
-            for i, tid in enumerate(int(t) for t in tracked.ids):
-                rec = track(tid)
-                rec.frames.append(n_frames)
-                rec.boxes.append(boxes[i])
-                rec.scores.append(round(float(tracked.scores[i]), 4))
-                p = rec.smoother.value
-                text = decoder.text(decoder.decode(p)) if p is not None else []
-                probs_txt = [f"{v:.4f}" for v in p] if p is not None else [""] * len(attr_names)
-                rows.writerow([n_frames, tid, *boxes[i], f"{tracked.scores[i]:.4f}", int(i in classified),
-                               "; ".join(text), *probs_txt])
-                if writer is not None:
-                    draw_track(frame, boxes[i], tid, text[:opts.max_label_lines])
-            csv_file.flush()
-            if writer is not None:
-                writer.write(frame)
+        for frame in run.frames():
+            run.step(frame)
             bar.update(1)
-            if opts.max_frames and n_frames >= opts.max_frames:
-                break
-            ok, frame = cap.read()
-            ok = ok and frame is not None
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -377,42 +437,13 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
         raise
     finally:
         bar.close()
-        cap.release()
-        if writer is not None:
-            writer.release()
-        csv_file.close()
-        elapsed = time.perf_counter() - t_start
-        summary = {
-            "video": str(video), "complete": status == "complete", "status": status,
-            "frames": n_frames, "people_tracked": len(tracks),
-            "tracks_classified": sum(r.n_classified > 0 for r in tracks.values()), "crops_classified": n_crops,
-            "detector": getattr(detector, "name", type(detector).__name__),
-            # frames per second each stage alone would allow (PAR: None when it never ran)
-            "fps": {"detector": _fps(n_frames, secs["detector"]), "tracker": _fps(n_frames, secs["tracker"]),
-                    "par": _fps(n_frames, secs["par"]) if n_crops else None, "overall": _fps(n_frames, elapsed),
-                    "par_crops": _fps(n_crops, secs["par"]) if n_crops else None},
-            "seconds": {**{k: round(v, 3) for k, v in secs.items()}, "overall": round(elapsed, 3)},
-            "outputs": {k: str(v) for k, v in paths.items()
-                        if (k != "video" or writer is not None) and (k != "report" or opts.report)},
-        }
-        _save_thumbs(tracks.values(), paths["thumbs"])
-        _write_json(paths["json"], {
-            **summary,
-            "video_info": meta, "attr_names": attr_names,
-            "groups": [[g.name, g.kind, *g.attrs] for g in decoder.groups], "threshold": opts.threshold,
-            "smoothing": {"type": opts.smoothing, "ema_alpha": opts.ema_alpha, "window": opts.window},
-            "check_per_frame": opts.check_per_frame,
-            "tracks": [_track_json(r, attr_names, decoder) for r in sorted(tracks.values(), key=lambda r: r.track_id)],
-            # best classified crop per track: {track id: {file (relative to this JSON), frame}}
-            "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame}
-                       for r in sorted(tracks.values(), key=lambda r: r.track_id) if r.thumb_path},
-        })
-        if opts.report:
-            _write_report(paths)
+        run.close()
+        summary = run.summary(status, time.perf_counter() - t_start)
+        run.write_outputs(summary)
         _log_summary(summary, status)
-    if not tracks:
+    if not run.tracks:
         log.warning("%s: no people detected in %d frames (detector %s); outputs hold no tracks",
-                    video.name, n_frames, summary["detector"])
+                    run.video.name, run.n_frames, summary["detector"])
     return summary
 
 

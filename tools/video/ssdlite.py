@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tools.video.detectors import DetectorError, Detections
+from tools.video.detections import Detections, DetectorError
 
 log = logging.getLogger(__name__)
 
