@@ -83,7 +83,8 @@ def check_stage2_config(cfg: CN) -> None:
 
     mode, s = cfg.TRAIN.STAGE2, cfg.STAGE2
     if cfg.MODEL.HEAD != "split":
-        raise ConfigError(f"TRAIN.STAGE2 {mode} needs MODEL.HEAD split (the stage-1 run's head), got {cfg.MODEL.HEAD!r}")
+        raise ConfigError(f"TRAIN.STAGE2 {mode} needs MODEL.HEAD split (the stage-1 run's head), "
+                          f"got {cfg.MODEL.HEAD!r}")
     if not cfg.RELOAD.TYPE:
         raise ConfigError(f"TRAIN.STAGE2 {mode} starts from a stage-1 run: set RELOAD.TYPE True and "
                           "RELOAD.MODEL_FOLDER_NAME (or RELOAD.PTH) to its experiment")

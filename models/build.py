@@ -13,6 +13,6 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: CN, num_attrs: int) -> PARModel:
-    model = PARModel(create_backbone(cfg), num_attrs, cfg.MODEL.HEAD_BN)
+    model = PARModel(create_backbone(cfg), num_attrs, cfg.MODEL.HEAD_BN, cfg.MODEL.HEAD)
     apply_finetune_mode(model, cfg.FINETUNE.MODE, cfg.FINETUNE.TRAIN_TA)
     return model

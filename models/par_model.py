@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.split_head import SplitHead
+
 # Groups whose weights come from pretraining train at LR_FT; every other group (TA, fusion, head) at LR_NEW.
 PRETRAINED_GROUPS = ("backbone", "spatial", "vit")
 
@@ -31,10 +33,13 @@ class PARModel(nn.Module):
     ``PRETRAINED_GROUPS`` take ``LR_FT``; every other group takes ``LR_NEW``.
     """
 
-    def __init__(self, backbone: nn.Module, num_attrs: int, head_bn: bool = False):
+    def __init__(self, backbone: nn.Module, num_attrs: int, head_bn: bool = False, head: str = "linear"):
         super().__init__()
         self.backbone = backbone
-        self.head = ClassifierHead(backbone.out_dim, num_attrs, head_bn)
+        if head not in ("linear", "split"):
+            raise ValueError(f"MODEL.HEAD = {head!r} is not one of linear | split")
+        self.head = SplitHead(backbone.out_dim, num_attrs) if head == "split" else \
+            ClassifierHead(backbone.out_dim, num_attrs, head_bn)
         self.num_attrs = num_attrs
         # Inputs are RGB in [0, 1]; the normalisation the backbone was pretrained with lives here,
         # so training, video, ONNX export and user code all feed the same thing.
@@ -60,7 +65,18 @@ class PARModel(nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> (B, num_attrs) logits."""
         return self.head(self.forward_features(x))
 
+    def forward_attr_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_attrs, D) per-attribute features (MODEL.HEAD split); ``head.classifier``
+        maps them to logits."""
+        if not isinstance(self.head, SplitHead):
+            raise TypeError("forward_attr_features needs MODEL.HEAD split")
+        return self.head.attr_features(self.forward_features(x))
+
     def param_groups(self) -> dict[str, list[nn.Module]]:
+        """The backbone's groups, then (split head) ``split`` (the feature split, part of the extractor,
+        LR_NEW), then ``head`` (the classifiers)."""
+        if isinstance(self.head, SplitHead):
+            return {**self.backbone.param_groups(), "split": [self.head.split], "head": [self.head.classifier]}
         return {**self.backbone.param_groups(), "head": [self.head]}
 
     def shared_params(self) -> list[nn.Parameter]:

@@ -280,6 +280,7 @@ class Trainer:
 
 
 def run_training(cfg: CN, overwrite: bool = False) -> dict:
-    """``Trainer(cfg, overwrite).run()``: what ``run.py --mode train`` does."""
+    """``Trainer(cfg, overwrite).run()`` with the default hooks (``tools.engine.run_training``, what
+    ``run.py --mode train`` runs, also picks TRAIN.STAGE2's trainer and METRIC.BALANCED's hook)."""
     return Trainer(cfg, overwrite).run()
 
