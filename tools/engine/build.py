@@ -84,6 +84,9 @@ def _mapped_head(cfg: CN, model: PARModel, state: dict, source_attrs: list[str] 
 
     if not source_attrs:
         raise CheckpointError(f"RELOAD.ATTR_MAP = {cfg.RELOAD.ATTR_MAP}: the checkpoint lists no attr_names to map from")
+    if cfg.MODEL.HEAD != "linear":  # the split head's (N*C, C) layer holds blocks per attribute, not rows
+        raise CheckpointError(f"RELOAD.ATTR_MAP maps rows of the linear head; MODEL.HEAD {cfg.MODEL.HEAD} is not "
+                              "supported (use MODEL.HEAD linear, or RELOAD.ATTR_MAP '')")
     rows = head_rows(resolve_map_path(cfg.RELOAD.ATTR_MAP), source_attrs, attr_names)
     own = model.state_dict()
     out = {}
