@@ -189,7 +189,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     t0, step = time.perf_counter(), start_step
     for x, y, _ in bar:
         with autocast(opt.device, opt.amp_dtype):
-            loss, step_parts = criterion(model(x).float(), y)
+            out = model(x)  # logits (PAR), or a dict (TASK reid / multitask) that its criterion casts
+            loss, step_parts = criterion(out.float() if torch.is_tensor(out) else out, y)
         finite = _on_every_rank(torch.isfinite(loss))  # DDP ranks must all skip/stop together, or they hang
         step += 1
         if sync_every_step and not bool(finite):

@@ -10,6 +10,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import DataError, PARData
 from dataset.loader import BadImageLog, BatchLoader, _FileBatches, build_cache
 from dataset.registry import read_dataset
+from dataset.samplers import PKSampler, identity_lookup
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,38 @@ def _mix_sources(cfg: CN, data: PARData) -> PARData:
     return merged
 
 
+# TASK reid / multitask: the retrieval pairs (query split, gallery split) under their metrics.csv prefix;
+# the best epoch is chosen on "val" (cut from the training identities), never on the test pair.
+REID_PAIRS = {"val": ("val_query", "val_gallery"), "test": ("query", "gallery")}
+
+
+def reid_pairs(cfg: CN) -> dict[str, tuple[str, str]]:
+    """The pairs a ReID run evaluates: val, and test unless DATASET.TEST_SPLIT is "" (as PAR's test)."""
+    return {tag: pair for tag, pair in REID_PAIRS.items() if tag == "val" or cfg.DATASET.TEST_SPLIT}
+
+
 def used_splits(cfg: CN, data: PARData) -> list[str]:
-    d = cfg.DATASET
-    names = [d.TRAIN_SPLIT, d.VAL_SPLIT]
-    if d.TEST_SPLIT and d.TEST_SPLIT in data.splits and len(data.splits[d.TEST_SPLIT]):
+    d, task = cfg.DATASET, cfg.get("TASK", "par")
+    names = [d.TRAIN_SPLIT, d.VAL_SPLIT] if task != "reid" else [d.TRAIN_SPLIT]
+    if task != "reid" and d.TEST_SPLIT and d.TEST_SPLIT in data.splits and len(data.splits[d.TEST_SPLIT]):
         names.append(d.TEST_SPLIT)
+    if task != "par":
+        pairs = [s for pair in reid_pairs(cfg).values() for s in pair]
+        missing = [s for s in pairs if len(data.splits.get(s, ())) == 0]
+        if missing or data.identities is None or data.cameras is None:
+            raise DataError(f"TASK {task}: {data.name} has no identities / cameras or no (non-empty) split "
+                            f"{', '.join(missing) or 'with identities'}; use DATASET.NAME MARKET1501 or DUKEMTMC")
+        names += pairs
     return list(dict.fromkeys(names))
+
+
+def identity_batches(cfg: CN, data: PARData, rows: np.ndarray, *, rank: int = 0,
+                     world: int = 1) -> tuple[PKSampler, np.ndarray]:
+    """TASK reid / multitask training: the PK batch sampler over ``rows`` and the per-row identity class."""
+    lookup, _ = identity_lookup(data.identities, rows)
+    sampler = PKSampler(rows, data.identities[rows], cfg.TRAIN.BATCH_SIZE, cfg.REID.NUM_INSTANCE, seed=cfg.SEED,
+                        rank=rank, world=world)
+    return sampler, lookup
 
 
 def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.device, *, rank: int = 0,
@@ -90,8 +117,11 @@ def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.devic
         if len(keep[s]) == 0:
             raise DataError(f"split '{s}' has no usable image left; check DATASET.IMAGE_PATH")
         bs = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
+        sampler, ids = (identity_batches(cfg, data, keep[s], rank=rank, world=world)
+                        if train and cfg.get("TASK", "par") != "par" else (None, None))
         loaders[s] = BatchLoader(keep[s], data.labels, bs, train=train, seed=cfg.SEED, device=device,
                                  images=images, files=files, num_workers=cfg.TRAIN.NUM_WORKERS,
                                  rank=rank, world=world, augment=cfg.TRAIN.DATAAUG.TYPE != "none", bad=bad,
-                                 augment_on_device=cfg.TRAIN.DATAAUG.ON_GPU)
+                                 augment_on_device=cfg.TRAIN.DATAAUG.ON_GPU, sampler=sampler, identities=ids,
+                                 erase=cfg.TRAIN.DATAAUG.RANDOM_ERASING)
     return loaders, bad

@@ -109,7 +109,8 @@ class BatchLoader:
                  device: torch.device, images: torch.Tensor | None = None, files: _FileBatches | None = None,
                  num_workers: int = 0, rank: int = 0, world: int = 1, augment: bool = True,
                  augment_on_device: bool = True,
-                 bad: BadImageLog | None = None):
+                 bad: BadImageLog | None = None, sampler=None, identities: np.ndarray | None = None,
+                 erase: float = 0.0):
         self.rows = np.asarray(rows, np.int64)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
@@ -125,12 +126,22 @@ class BatchLoader:
         self.position = 0  # batches of this epoch handed out so far, dropped all-bad ones included (resume point)
         self._per_rank = batch_size // world if train else batch_size
         self._loader = None
+        # ReID (TASK reid / multitask): a PK batch sampler (dataset.samplers.PKSampler, already sliced per rank)
+        # replaces the shuffle; targets become {"attrs": labels, "ids": class per row} (samplers.identity_lookup)
+        self.sampler = sampler if train else None
+        self.identities = None if identities is None else torch.as_tensor(identities, dtype=torch.long)
+        self.erase = erase
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
     def _batches(self) -> list[np.ndarray]:
         rows = self.rows
+        if self.sampler is not None:  # seeded by (seed, epoch) like the shuffle: resumable mid-epoch
+            self.sampler.set_epoch(self.epoch)
+            batches = self.sampler.batches()
+            self._per_rank = len(batches[0]) if batches else self._per_rank
+            return batches
         if self.train:
             g = np.random.default_rng([self.seed, self.epoch])
             rows = rows[g.permutation(len(rows))]
@@ -182,9 +193,11 @@ class BatchLoader:
             # drawn for the global batch, this rank's slice kept (DDP = single process). uint8: 4x less to move.
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, step + self._offset)) & 0x7FFFFFFF)
             x = augment_batch(x, gen, total=max(self._per_rank, x.shape[0]) * self.world,
-                              start=self.rank * max(self._per_rank, x.shape[0]))
+                              start=self.rank * max(self._per_rank, x.shape[0]), erase=self.erase)
         x = to_model_input(x.to(self.device, non_blocking=True))  # uint8 -> float32 [0, 1] in one pass
         y = self.labels[torch.as_tensor(rows)].to(self.device, non_blocking=True)
+        if self.identities is not None:
+            y = {"attrs": y, "ids": self.identities[torch.as_tensor(rows)].to(self.device, non_blocking=True)}
         return x, y, torch.as_tensor(rows)
 
 

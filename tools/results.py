@@ -96,7 +96,7 @@ def _bar_chart(path: Path, attr_names: list[str], reports: dict[str, dict]) -> N
 
 
 def plot_curves(path: Path, rows: list[dict]) -> None:
-    """Loss and mA per epoch, train/val/test, on one PNG."""
+    """Loss and mA (and ReID mAP) per epoch, train/val/test, on one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +112,8 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     a1.set_title("loss")
     a1.set_xlabel("epoch")
     a1.legend()
-    for key, label in (("val_ma", "val mA"), ("test_ma", "test mA"), ("val_instance_f1", "val F1")):
+    for key, label in (("val_ma", "val mA"), ("test_ma", "test mA"), ("val_instance_f1", "val F1"),
+                       ("val_mAP", "val ReID mAP"), ("test_mAP", "test ReID mAP")):
         if key in rows[0]:
             a2.plot(ep, [r.get(key, np.nan) for r in rows], marker="o", ms=3, label=label)
     a2.set_title("metrics")

@@ -1,6 +1,7 @@
 """Which trainer and hooks a config gets: ``run_training(cfg)`` is what ``run.py --mode train`` runs.
 
-TRAIN.STAGE2 (other than none) trains with ``Stage2Trainer``; METRIC.BALANCED (always on for stage 2)
+TASK reid / multitask trains with ``tools.engine.reid.ReIDTrainer``; TRAIN.STAGE2 (other than none) with
+``Stage2Trainer``; METRIC.BALANCED (always on for stage 2)
 adds the balanced-test columns to metrics.csv.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 from yacs.config import CfgNode as CN
 
 from tools.engine.hooks import EvalHook, HookBase, default_hooks
+from tools.engine.reid import ReIDTrainer
 from tools.engine.stage2 import Stage2Trainer
 from tools.engine.trainer import Trainer
 from tools.evaluation.balanced import BALANCED_KEYS, balanced_metrics
@@ -34,6 +36,8 @@ def hooks_for(cfg: CN) -> list[HookBase]:
 
 
 def trainer_for(cfg: CN, overwrite: bool = False) -> Trainer:
+    if cfg.get("TASK", "par") != "par":  # reid / multitask: their own data, model, loss and evaluation hook
+        return ReIDTrainer(cfg, overwrite)
     cls = Stage2Trainer if cfg.TRAIN.STAGE2 != "none" else Trainer
     return cls(cfg, overwrite, hooks_for(cfg))
 

@@ -18,6 +18,7 @@ import torch
 from yacs.config import CfgNode as CN
 
 from batch_engine import ModelEma, NonFiniteLoss, StepOptions, StopRequest, train_one_epoch
+from configs.errors import ConfigError
 from dataset import build_data, build_loaders, used_splits
 from losses import build_loss
 from models import build_model
@@ -93,7 +94,12 @@ def resume_path(cfg: CN, exp: Path) -> Path | None:
 class Trainer:
     """One training run of ``cfg``; ``hooks`` default to ``default_hooks()``."""
 
+    TASKS = ("par",)  # the TASK values this class trains (tools.engine.reid.ReIDTrainer: reid, multitask)
+
     def __init__(self, cfg: CN, overwrite: bool = False, hooks: list[HookBase] | None = None):
+        if cfg.get("TASK", "par") not in self.TASKS:
+            raise ConfigError(f"TASK {cfg.TASK} trains with tools.engine.reid.ReIDTrainer, not {type(self).__name__}; "
+                              "train through tools.engine.run_training (it picks the trainer) or set TASK par")
         self.cfg, self.rt = cfg, setup_runtime(cfg)
         self.exp = experiment_dir(cfg)
         self._resume_from = resume_path(cfg, self.exp)

@@ -18,8 +18,10 @@ from batch_engine import validate
 from dataset import build_data, build_loaders
 from dataset.base import PARData
 from losses import build_loss
+from models.reid_model import attribute_view
 from tools.checkpoint import CheckpointError
 from tools.device import Runtime, gather_arrays, mean_across_ranks, setup_runtime
+from tools.evaluation.embedding import pair_metrics, reid_eval_data
 from tools.evaluation.metrics import compute_metrics, decode_exclusive
 from tools.inference.contract import InferenceContract, ProbabilityHead, split_fingerprint
 from tools.inference.loading import experiment_dir, load_for_inference, resolve_checkpoint
@@ -134,6 +136,21 @@ def check_fingerprint(contract: InferenceContract, data: PARData, split: str) ->
     return True
 
 
+def evaluate_retrieval(cfg: CN, loaded, rt: Runtime, exp: Path) -> dict:
+    """A reid / multitask checkpoint: rank-k / mAP / mINP of the val and test pairs, written to eval_reid.json
+    (REID.METRIC / RERANK of ``cfg``: re-ranking can be switched on here)."""
+    c = loaded.contract
+    rcfg, data = reid_eval_data(cfg, c.task, (c.height, c.width))
+    out = {"checkpoint": str(loaded.path), **pair_metrics(rcfg, data, loaded.net, rt)}
+    if rt.is_main:
+        write_json(exp / "eval_reid.json", out)
+    for tag in ("val", "test"):
+        if tag in out:
+            log.info("%s on the %s pair: rank-1 %.4f, mAP %.4f, mINP %.4f%s", loaded.path, tag, out[tag]["rank1"],
+                     out[tag]["mAP"], out[tag]["mINP"], " (re-ranked)" if rcfg.REID.RERANK else "")
+    return out
+
+
 def evaluate(cfg: CN) -> dict:
     """--mode eval: load a checkpoint under its contract and write metrics for TEST.SPLIT."""
     rt = setup_runtime(cfg)
@@ -141,6 +158,10 @@ def evaluate(cfg: CN) -> dict:
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
     path = resolve_checkpoint(cfg)
     loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED)
+    if loaded.contract.task != "par":  # reid / multitask: the retrieval metrics first (eval_reid.json)
+        reid = evaluate_retrieval(cfg, loaded, rt, exp)
+        if loaded.contract.task == "reid":
+            return reid
     cfg, data = _eval_data(cfg, loaded.contract, path)
     split = cfg.TEST.SPLIT
     same = check_fingerprint(loaded.contract, data, split)
@@ -148,7 +169,8 @@ def evaluate(cfg: CN) -> dict:
     criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(cfg.DATASET.TRAIN_SPLIT),
                            loaded.net).to(rt.device)
     scorer = ContractScorer(loaded.contract, rt.device)
-    res = evaluate_split(loaded.net, loaders[split], criterion, scorer=scorer, rt=rt, desc=f"eval {split}")
+    res = evaluate_split(attribute_view(loaded.net), loaders[split], criterion, scorer=scorer, rt=rt,
+                         desc=f"eval {split}")
     out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "loss": res.loss,
            **scalar_metrics(res.metrics), "strata": stratified_metrics(scorer, data, res)}
     if rt.is_main:

@@ -45,6 +45,8 @@ class InferenceContract:
     selected_on: str = ""  # the split the best epoch was chosen on
     eval_attrs: list[str] = field(default_factory=list)  # attributes the metrics cover ([] = all)
     channels_last: bool = False  # weights in channels_last during training (inference uses the same kernels)
+    task: str = "par"  # TASK: par | reid (the model gives embeddings, no attributes) | multitask (both)
+    embed_dim: int = 0  # reid / multitask: length of the retrieval embedding
     version: int = VERSION
 
     def to_dict(self) -> dict:
@@ -98,7 +100,8 @@ def contract_for_run(cfg, data: PARData, model: torch.nn.Module, criterion, spli
         priors=criterion.priors.detach().cpu().tolist() if posthoc else [],
         splits={s: split_fingerprint(data, s) for s in splits if s in data.splits},
         selected_on=cfg.DATASET.VAL_SPLIT, eval_attrs=evaluated_attrs(cfg, data),
-        channels_last=bool(cfg.MODEL.CHANNELS_LAST))
+        channels_last=bool(cfg.MODEL.CHANNELS_LAST), task=str(cfg.get("TASK", "par")),
+        embed_dim=int(getattr(model, "embed_dim", 0)))
 
 
 def evaluated_attrs(cfg, data: PARData) -> list[str]:
@@ -152,7 +155,10 @@ class ProbabilityHead(torch.nn.Module):
 
 
 class ContractModel(torch.nn.Module):
-    """(N, 3, H, W) RGB in [0, 1] -> (N, A) probabilities: what every inference path runs."""
+    """(N, 3, H, W) RGB in [0, 1] -> (N, A) probabilities: what every inference path runs.
+
+    A TASK reid model has no attributes: it gives its (N, D) embeddings instead; a multitask model
+    gives its attribute probabilities here and its embeddings from ``embed``."""
 
     def __init__(self, model: torch.nn.Module, contract: InferenceContract):
         super().__init__()
@@ -161,4 +167,14 @@ class ContractModel(torch.nn.Module):
         self.contract = contract
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.contract.task == "reid":
+            return self.model.embed(x)
+        if self.contract.task == "multitask":
+            return self.to_probs(self.model.forward_attrs(x))
         return self.to_probs(self.model(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) retrieval embeddings of a reid / multitask model."""
+        if not hasattr(self.model, "embed"):
+            raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
+        return self.model.embed(x)

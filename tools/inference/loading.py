@@ -142,13 +142,13 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def _build_net(cfg: CN, num_attrs: int, path: Path) -> torch.nn.Module:
+def _build_net(cfg: CN, num_attrs: int, path: Path, num_ids: int = 0) -> torch.nn.Module:
     import models  # noqa: F401  (registers every backbone)
     from models.build import build_model
 
     try:
         with _quiet(("models.pretrained", "models.freeze", "models.c2t.c2tnet")):
-            return build_model(inference_cfg(cfg), num_attrs)
+            return build_model(inference_cfg(cfg), num_attrs, num_ids)
     except Exception as e:  # an unknown backbone name etc.: say which checkpoint asked for it
         raise CheckpointError(f"{path}: cannot rebuild its model {cfg.MODEL.NAME}/{cfg.MODEL.BACKBONE} "
                               f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -178,13 +178,15 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu", tru
     ckpt = load_checkpoint(path, trusted=trusted)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path} holds no 'model' state dict; pass a best_model.pth / last.pth of this framework")
-    if not ckpt.get("attr_names"):
-        raise CheckpointError(f"{path} has no 'attr_names'; it was not written by this framework's trainer")
     cfg = cfg_from_checkpoint(ckpt, path)
+    if not ckpt.get("attr_names") and not ("attr_names" in ckpt and cfg.TASK == "reid"):  # reid: no attributes
+        raise CheckpointError(f"{path} has no 'attr_names'; it was not written by this framework's trainer")
     contract = read_contract(ckpt, cfg, path)
     if list(contract.attr_names) != list(ckpt["attr_names"]):
         raise CheckpointError(f"{path}: its contract and its weights name different attributes; re-save it")
-    net = _build_net(cfg, len(contract.attr_names), path)
+    from models.reid_model import identity_classes  # reid / multitask: the classifier's identity count
+
+    net = _build_net(cfg, len(contract.attr_names), path, identity_classes(ckpt["model"]))
     _load_weights(net, ckpt["model"], path)
     net.set_normalisation(contract.mean, contract.std)
     dev = torch.device(device) if not isinstance(device, torch.device) else device

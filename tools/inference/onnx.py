@@ -2,7 +2,9 @@
 
 Input ``images``: (N, 3, H, W) float32 RGB in [0, 1]. Output ``probs``: (N, A), what
 ``Predictor.predict_images`` returns: normalisation, post-hoc logit adjustment and sigmoid are
-inside the graph. The whole contract is stored as JSON in the metadata (``contract``), with
+inside the graph. A TASK reid checkpoint outputs ``embeddings`` (N, D) instead (the post-BNNeck
+feature; compare with cosine or Euclidean distance as REID.METRIC says), a multitask one both
+``probs`` and ``embeddings``. The whole contract is stored as JSON in the metadata (``contract``), with
 ``attr_names``, ``groups``, ``input_height`` and ``input_width`` also as separate keys.
 """
 from __future__ import annotations
@@ -22,15 +24,32 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18  # the dynamo exporter's minimum; run by any onnxruntime >= 1.14
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf caps a single file at 2 GB: bigger weights go to a .data file
-INPUT, OUTPUT = "images", "probs"
+INPUT, OUTPUT, EMBEDDINGS = "images", "probs", "embeddings"
 
 
 class ExportError(UserError, RuntimeError):
     """The model could not be exported or the exported graph disagrees with PyTorch."""
 
 
-def _export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int, external: bool) -> None:
-    names = {"input_names": [INPUT], "output_names": [OUTPUT]}
+def output_names(task: str) -> list[str]:
+    """The graph's outputs for a contract's TASK: par probs, reid embeddings, multitask both."""
+    return {"reid": [EMBEDDINGS], "multitask": [OUTPUT, EMBEDDINGS]}.get(task, [OUTPUT])
+
+
+class WithEmbeddings(torch.nn.Module):
+    """A multitask ContractModel with both outputs: (probabilities, embeddings)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x), self.model.embed(x)
+
+
+def _export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int, external: bool, *,
+            outputs: Sequence[str] = (OUTPUT,)) -> None:
+    names = {"input_names": [INPUT], "output_names": list(outputs)}
     try:
         torch.onnx.export(model, (x,), str(out), dynamo=True, opset_version=opset, external_data=external,
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), verbose=False, **names)
@@ -39,7 +58,7 @@ def _export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int, exte
         log.warning("dynamo ONNX export failed (%s: %s); retrying with the TorchScript exporter",
                     type(e).__name__, str(e).splitlines()[0][:160] if str(e) else "")
     torch.onnx.export(model, (x,), str(out), dynamo=False, opset_version=opset,
-                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, **names)
+                      dynamic_axes={n: {0: "batch"} for n in (INPUT, *outputs)}, **names)
 
 
 def _add_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -64,11 +83,12 @@ def verify_onnx(model: torch.nn.Module, onnx_path: str | Path, height: int, widt
     for b in batch_sizes:
         x = torch.rand(b, 3, height, width, generator=gen)
         with torch.inference_mode():
-            ref = model(x).float().numpy()
-        got = sess.run([OUTPUT], {INPUT: x.numpy()})[0]
-        if got.shape != ref.shape:
-            raise ExportError(f"{onnx_path}: batch {b} gives shape {got.shape}, PyTorch {ref.shape}")
-        worst = max(worst, float(np.abs(got - ref).max()))
+            refs = model(x)
+        refs = refs if isinstance(refs, tuple) else (refs,)  # every output, in graph order
+        for ref, got in zip((r.float().numpy() for r in refs), sess.run(None, {INPUT: x.numpy()})):
+            if got.shape != ref.shape:
+                raise ExportError(f"{onnx_path}: batch {b} gives shape {got.shape}, PyTorch {ref.shape}")
+            worst = max(worst, float(np.abs(got - ref).max()))
     if worst > atol:
         raise ExportError(f"{onnx_path}: onnxruntime differs from PyTorch by {worst:.2e} (> {atol:g})")
     return worst
@@ -76,11 +96,13 @@ def verify_onnx(model: torch.nn.Module, onnx_path: str | Path, height: int, widt
 
 def _metadata(predictor: Predictor) -> dict[str, str]:
     c = predictor.contract
+    described = {OUTPUT: f"{OUTPUT}: (N, A) probabilities (normalisation, adjustment and sigmoid included)",
+                 EMBEDDINGS: f"{EMBEDDINGS}: (N, {c.embed_dim}) ReID embeddings (post-BNNeck; rank by REID.METRIC)"}
     return {"contract": json.dumps(c.to_dict()), "attr_names": json.dumps(c.attr_names),
             "groups": json.dumps(c.groups), "input_height": str(c.height), "input_width": str(c.width),
             "input": f"{INPUT}: float32 (N, 3, H, W) RGB in [0, 1], resized with {c.resize}",
-            "output": f"{OUTPUT}: (N, A) probabilities (normalisation, adjustment and sigmoid included)",
-            "thresholds": json.dumps(c.thresholds)}
+            "output": "; ".join(described[n] for n in output_names(c.task)),
+            "thresholds": json.dumps(c.thresholds), "task": c.task, "outputs": json.dumps(output_names(c.task))}
 
 
 def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
@@ -89,11 +111,14 @@ def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSE
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = predictor.model.cpu().float().eval()
+    outputs = output_names(predictor.contract.task)
+    if len(outputs) > 1:
+        model = WithEmbeddings(model).eval()
     x = torch.rand(2, 3, predictor.height, predictor.width)
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     try:
         with torch.no_grad():
-            _export(model, x, out, opset, external=n_bytes > EXTERNAL_DATA_BYTES)
+            _export(model, x, out, opset, external=n_bytes > EXTERNAL_DATA_BYTES, outputs=outputs)
     except Exception as e:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {str(e)[:200]}") from None
     _add_metadata(out, _metadata(predictor))

@@ -1,0 +1,104 @@
+"""TASK reid / multitask: one backbone, the ReID embedding head (BNNeck, GeM / avg) and, for
+multitask, the attribute head beside it.
+
+``forward(x)`` returns a dict in training and in eval mode alike: ``feat`` (pooled, pre-BN: triplet /
+center loss), ``bn_feat`` (post-BN: the retrieval embedding), ``logits`` (identity scores, when an ID
+loss is on) and, multitask, ``attrs`` ((B, A) attribute logits, on the pooled feature as PARModel's
+head sees it). ``embed(x)`` is the inference embedding alone, ``forward_attrs(x)`` the attribute
+logits alone. Inputs are RGB in [0, 1]; the backbone's normalisation lives here, as in PARModel.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.par_model import IMAGENET_MEAN, IMAGENET_STD, ClassifierHead
+from models.reid_head import ReIDHead, backbone_map
+
+CLASSIFIER_KEY = "reid_head.classifier.weight"  # its rows = the training identities
+
+
+class ReIDModel(nn.Module):
+    def __init__(self, backbone: nn.Module, reid_head: ReIDHead, num_attrs: int = 0, head_bn: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.reid_head = reid_head
+        self.head = ClassifierHead(backbone.out_dim, num_attrs, head_bn) if num_attrs else None
+        self.num_attrs = num_attrs
+        self.embed_dim = reid_head.out_dim
+        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(backbone, "input_std", IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
+
+    def set_normalisation(self, mean, std) -> None:
+        self.mean.copy_(torch.tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
+        self.std.copy_(torch.tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's spatial map (GeM needs it) or its pooled feature."""
+        return backbone_map(self.backbone, (x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.reid_head(self._map(x))
+        if out["logits"] is None:  # no ID loss: no classifier (and no None in a DDP output)
+            del out["logits"]
+        if self.head is not None:
+            out["attrs"] = self.head(out["feat"])
+        return out
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, D) retrieval embedding (post-BNNeck)."""
+        return self.reid_head.embed(self._map(x))
+
+    def forward_attrs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, A) attribute logits (multitask)."""
+        if self.head is None:
+            raise TypeError("forward_attrs needs TASK multitask (an attribute head)")
+        return self.head(self.reid_head.pooled(self._map(x)))
+
+    def param_groups(self) -> dict[str, list[nn.Module]]:
+        """The backbone's groups, then ``head``: both heads are new layers (LR_NEW, trained by FINETUNE.MODE head)."""
+        heads = [self.reid_head] + ([self.head] if self.head is not None else [])
+        return {**self.backbone.param_groups(), "head": heads}
+
+    def shared_params(self) -> list[nn.Parameter]:
+        return list(self.backbone.shared_params())
+
+    def train(self, mode: bool = True) -> "ReIDModel":
+        """Fully frozen groups stay in eval mode (as PARModel)."""
+        super().train(mode)
+        if mode:
+            for modules in self.param_groups().values():
+                params = [p for m in modules for p in m.parameters()]
+                if params and not any(p.requires_grad for p in params):
+                    for m in modules:
+                        m.eval()
+        return self
+
+
+def identity_classes(state: dict) -> int:
+    """How many identities a saved ReIDModel's classifier has (0: none), to rebuild it for inference."""
+    for k, v in state.items():
+        if k.split("module.")[-1].split("_orig_mod.")[-1] == CLASSIFIER_KEY:
+            return int(v.shape[0])
+    return 0
+
+
+class AttributeView(nn.Module):
+    """A multitask ReIDModel seen as a PAR model: ``forward`` gives the attribute logits (evaluation)."""
+
+    def __init__(self, model: ReIDModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_attrs(x)
+
+
+def attribute_view(model: nn.Module) -> nn.Module:
+    """``model`` itself (PAR), or its attribute view (multitask), for code that expects attribute logits."""
+    return AttributeView(model) if isinstance(model, ReIDModel) else model
