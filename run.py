@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate(cfg)
     elif cfg.MODE == "search":
+        from tools.results import setup_logging
         from tools.video.search import run_search
 
+        setup_logging(None, console=cfg.REDIRECTOR)  # the ranked summary line reaches the console
         run_search(cfg)
     elif cfg.MODE == "video":
         import test_video
