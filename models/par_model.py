@@ -25,7 +25,31 @@ class ClassifierHead(nn.Module):
         return self.bn(self.logits(feat))
 
 
-class PARModel(nn.Module):
+class InputNormalisation(nn.Module):
+    """The input normalisation a backbone was pretrained with, applied inside the model: inputs are RGB
+    in [0, 1], so training, video, ONNX export and user code all feed the same thing. Non-persistent
+    buffers: an inference contract carries the values (``set_normalisation``)."""
+
+    def _register_normalisation(self, backbone: nn.Module) -> None:
+        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(backbone, "input_std", IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per RGB channel that ``forward`` applies to its [0, 1] input."""
+        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
+
+    def set_normalisation(self, mean, std) -> None:
+        """Use another input normalisation (an inference contract's; the buffers are not saved)."""
+        self.mean.copy_(torch.tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
+        self.std.copy_(torch.tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
+
+
+class PARModel(InputNormalisation):
     """``backbone(x) -> (B, D)`` features, ``head -> (B, num_attrs)`` logits.
 
     The backbone exposes ``out_dim``, ``param_groups() -> {group: [modules]}`` and
@@ -41,25 +65,11 @@ class PARModel(nn.Module):
         self.head = SplitHead(backbone.out_dim, num_attrs) if head == "split" else \
             ClassifierHead(backbone.out_dim, num_attrs, head_bn)
         self.num_attrs = num_attrs
-        # Inputs are RGB in [0, 1]; the normalisation the backbone was pretrained with lives here,
-        # so training, video, ONNX export and user code all feed the same thing.
-        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
-        std = getattr(backbone, "input_std", IMAGENET_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) per RGB channel that ``forward`` applies to its [0, 1] input."""
-        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
-
-    def set_normalisation(self, mean, std) -> None:
-        """Use another input normalisation (an inference contract's; the buffers are not saved)."""
-        self.mean.copy_(torch.tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
-        self.std.copy_(torch.tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
+        self._register_normalisation(backbone)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, D) features."""
-        return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        return self.backbone(self.normalise(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, num_attrs) logits."""

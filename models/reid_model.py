@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.par_model import IMAGENET_MEAN, IMAGENET_STD, ClassifierHead
+from models.par_model import ClassifierHead, InputNormalisation
 from models.reid_head import ReIDHead, backbone_map
 
 CLASSIFIER_KEY = "reid_head.classifier.weight"  # its rows = the training identities
 
 
-class ReIDModel(nn.Module):
+class ReIDModel(InputNormalisation):
     def __init__(self, backbone: nn.Module, reid_head: ReIDHead, num_attrs: int = 0, head_bn: bool = False):
         super().__init__()
         self.backbone = backbone
@@ -26,21 +26,11 @@ class ReIDModel(nn.Module):
         self.head = ClassifierHead(backbone.out_dim, num_attrs, head_bn) if num_attrs else None
         self.num_attrs = num_attrs
         self.embed_dim = reid_head.out_dim
-        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
-        std = getattr(backbone, "input_std", IMAGENET_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
-
-    def set_normalisation(self, mean, std) -> None:
-        self.mean.copy_(torch.tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
-        self.std.copy_(torch.tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
+        self._register_normalisation(backbone)
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's spatial map (GeM needs it) or its pooled feature."""
-        return backbone_map(self.backbone, (x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        return backbone_map(self.backbone, self.normalise(x))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.reid_head(self._map(x))
