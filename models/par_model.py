@@ -26,9 +26,26 @@ class ClassifierHead(nn.Module):
 
 
 class InputNormalisation(nn.Module):
-    """The input normalisation a backbone was pretrained with, applied inside the model: inputs are RGB
-    in [0, 1], so training, video, ONNX export and user code all feed the same thing. Non-persistent
-    buffers: an inference contract carries the values (``set_normalisation``)."""
+    """What every model built on a backbone shares (PARModel, ReIDModel).
+
+    The input normalisation the backbone was pretrained with is applied inside the model: inputs are
+    RGB in [0, 1], so training, video, ONNX export and user code all feed the same thing (non-persistent
+    buffers: an inference contract carries the values, ``set_normalisation``). Subclasses define
+    ``backbone`` and ``param_groups()``; fully frozen groups stay in eval mode when training."""
+
+    def shared_params(self) -> list[nn.Parameter]:
+        return list(self.backbone.shared_params())
+
+    def train(self, mode: bool = True) -> "InputNormalisation":
+        """Fully frozen groups stay in eval mode (no dropout, no BatchNorm statistic updates)."""
+        super().train(mode)
+        if mode:
+            for modules in self.param_groups().values():
+                params = [p for m in modules for p in m.parameters()]
+                if params and not any(p.requires_grad for p in params):
+                    for m in modules:
+                        m.eval()
+        return self
 
     def _register_normalisation(self, backbone: nn.Module) -> None:
         mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
@@ -88,17 +105,3 @@ class PARModel(InputNormalisation):
         if isinstance(self.head, SplitHead):
             return {**self.backbone.param_groups(), "split": [self.head.split], "head": [self.head.classifier]}
         return {**self.backbone.param_groups(), "head": [self.head]}
-
-    def shared_params(self) -> list[nn.Parameter]:
-        return list(self.backbone.shared_params())
-
-    def train(self, mode: bool = True) -> "PARModel":
-        """Fully frozen groups stay in eval mode (no dropout, no BatchNorm statistic updates)."""
-        super().train(mode)
-        if mode:
-            for modules in self.param_groups().values():
-                params = [p for m in modules for p in m.parameters()]
-                if params and not any(p.requires_grad for p in params):
-                    for m in modules:
-                        m.eval()
-        return self

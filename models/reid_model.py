@@ -55,20 +55,6 @@ class ReIDModel(InputNormalisation):
         heads = [self.reid_head] + ([self.head] if self.head is not None else [])
         return {**self.backbone.param_groups(), "head": heads}
 
-    def shared_params(self) -> list[nn.Parameter]:
-        return list(self.backbone.shared_params())
-
-    def train(self, mode: bool = True) -> "ReIDModel":
-        """Fully frozen groups stay in eval mode (as PARModel)."""
-        super().train(mode)
-        if mode:
-            for modules in self.param_groups().values():
-                params = [p for m in modules for p in m.parameters()]
-                if params and not any(p.requires_grad for p in params):
-                    for m in modules:
-                        m.eval()
-        return self
-
 
 def identity_classes(state: dict) -> int:
     """How many identities a saved ReIDModel's classifier has (0: none), to rebuild it for inference."""

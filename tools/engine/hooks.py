@@ -80,10 +80,15 @@ class LogitUpdateHook(HookBase):
     """The seed study's logit update reads each validation's per-attribute recalls."""
 
     def after_epoch(self, t: Any) -> None:
-        if t.reports:  # recalls of every trained attribute, whatever subset the reported metrics cover
+        if not t.reports:
+            return
+        val = t.reports[t.cfg.DATASET.VAL_SPLIT]
+        # recalls of every trained attribute: recomputed only when the report covers a subset (or, multitask,
+        # holds ReID metrics)
+        if t.scorer.contract.eval_attrs or "per_attr" not in val:
             res = t.results[t.cfg.DATASET.VAL_SPLIT]
-            val = t.scorer.metrics(res.probs, res.labels, every_attr=True)["per_attr"]
-            t.criterion.on_validation_end(val["pos_recall"], val["neg_recall"])
+            val = t.scorer.metrics(res.probs, res.labels, every_attr=True)
+        t.criterion.on_validation_end(val["per_attr"]["pos_recall"], val["per_attr"]["neg_recall"])
 
 
 class LRScheduleHook(HookBase):

@@ -78,10 +78,6 @@ class LabelDecoder:
         """The decoding a checkpoint's ``InferenceContract`` prescribes (thresholds, group arg-max)."""
         return cls(contract.attr_names, contract.groups, contract.thresholds or 0.5, contract.group_argmax)
 
-    @property
-    def threshold(self) -> float:
-        return float(self.thresholds[0]) if len(self.thresholds) else 0.5
-
     def decode(self, probs: np.ndarray) -> dict[str, str | list[str]]:
         """Group name -> chosen member (or "none"); display-pair attribute -> its display string;
         ``"present"`` -> the other ungrouped attributes at or above the threshold, most likely first."""

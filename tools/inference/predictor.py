@@ -78,11 +78,6 @@ class Predictor:
     def width(self) -> int:
         return self.contract.width
 
-    @property
-    def threshold(self) -> float:
-        """The common threshold (the first attribute's; see ``contract.thresholds`` for all)."""
-        return float(self.contract.thresholds[0]) if self.contract.thresholds else 0.5
-
     def _resized(self, image: ImageLike) -> np.ndarray:
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
         return resize_rgb(rgb, (self.height, self.width))
