@@ -11,7 +11,6 @@ skips the transpose (the evidently intended map).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -31,10 +30,13 @@ class TABlock(nn.Module):
         if n != self.num_tokens:
             raise ValueError(f"TA block built for {self.num_tokens} positions got {n}; the input size must "
                              "match DATASET.HEIGHT/WIDTH the model was built for")
-        # SDPA's default scale is 1/sqrt(E) with E = N here: the original's N^-0.5. One "head" axis
-        # makes the inputs 4-D, the form every SDPA backend and the ONNX exporter accept.
-        q, k, v = (lin(x).unsqueeze(1) for lin in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        # The C x C attention is computed in float64: its logits are dot products over all N positions
+        # (large), so the softmax amplifies float32 rounding of its inputs ~50x (measured on c2t_lite); in
+        # float32, runtimes that round differently (PyTorch, onnxruntime, CPU vs GPU) disagree by ~2e-4 in
+        # the output probabilities. Autocast leaves float64 alone; the matrices are small (C <= 1024).
+        q, k, v = (lin(x) for lin in (self.q, self.k, self.v))
+        scores = (q.double() @ k.double().transpose(1, 2)) * (n ** -0.5)
+        out = (scores.softmax(dim=-1) @ v.double()).to(v.dtype)
         if self.faithful:
             out = out.transpose(1, 2).contiguous().reshape(b, c, n)
         return x + self.drop(out)
