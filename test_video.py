@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import DataError
 from tools.checkpoint import CheckpointError
 from tools.inference import Predictor, experiment_dir, read_rgb
+from tools.inference.onnx import runtime_predictor
 from tools.video.detectors import DetectorError, resolve_detector_name
 from tools.video.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
@@ -50,7 +51,7 @@ def main(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     # ssdlite / hog / yolo are built once, with every TEST.* option (and fail before the model loads);
     # a file detector is per video
     shared_det = None if opts.detector == "file" else opts.make_detector()
-    predictor = predictor or Predictor.from_cfg(cfg)
+    predictor = predictor or runtime_predictor(Predictor.from_cfg(cfg), cfg.TEST.PAR_RUNTIME)
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []
     for video in videos:

@@ -22,6 +22,7 @@ CHOICES = {
     "TRAIN.STAGE2": ("none", "frdl", "goat", "frdl_goat"),
     "METRIC.EVAL_ATTRS": ("all", "published"),
     "TEST.DETECTOR": ("auto", "ssdlite", "yolo", "hog", "file"),
+    "TEST.PAR_RUNTIME": ("auto", "onnx", "torch"),
     "TEST.SMOOTHING": ("ema", "window"),
 }
 GROUP_KINDS = ("exclusive", "optional")

@@ -150,6 +150,36 @@ def test_onnx_computes_what_the_predictor_returns(trained):
     np.testing.assert_allclose(got, probs[:8], atol=1e-4, rtol=0)
 
 
+def test_onnx_runtime_predictor_matches_eval_and_reexports_only_a_changed_checkpoint(trained, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from tools.inference import Predictor
+    from tools.inference.onnx import OnnxPredictor, runtime_predictor
+
+    files, probs, _ = _val_files(trained)
+    ckpt = tmp_path / "best_model.pth"
+    shutil.copy(trained["exp"] / "best_model.pth", ckpt)
+    torch_pred = Predictor.from_checkpoint(ckpt, device="cpu")
+    assert runtime_predictor(torch_pred, "torch") is torch_pred
+    fast = runtime_predictor(torch_pred, "auto")
+    assert isinstance(fast, OnnxPredictor) and fast.onnx_path == tmp_path / "best_model.onnx"
+    np.testing.assert_allclose(fast.predict_images(files), probs, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(fast.decoder.thresholds, torch_pred.decoder.thresholds)
+    stamp = fast.onnx_path.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="tools.inference.onnx"):
+        again = runtime_predictor(Predictor.from_checkpoint(ckpt, device="cpu"), "onnx")
+    assert again.onnx_path.stat().st_mtime_ns == stamp and "reusing" in caplog.text
+    blob = torch.load(ckpt, map_location="cpu", weights_only=False)  # a retrained checkpoint: new weights
+    key = next(k for k, v in blob["model"].items() if v.dtype == torch.float32 and v.dim() == 2)
+    blob["model"][key] = blob["model"][key] * 0.5
+    torch.save(blob, ckpt)
+    fresh = runtime_predictor(Predictor.from_checkpoint(ckpt, device="cpu"), "onnx")
+    np.testing.assert_allclose(fresh.predict_images(files[:4]),
+                               Predictor.from_checkpoint(ckpt, device="cpu").predict_images(files[:4]), atol=1e-4)
+    assert not np.allclose(fresh.predict_images(files[:4]), probs[:4], atol=1e-4)
+
+
 def test_a_checkpoint_without_a_contract_loads_with_a_warning_and_a_guess(trained, caplog):
     if trained["kind"] != "package":
         pytest.skip("the guess matters for package weights (mean/std 0.5)")

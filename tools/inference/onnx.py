@@ -6,11 +6,20 @@ inside the graph. A TASK reid checkpoint outputs ``embeddings`` (N, D) instead (
 feature; compare with cosine or Euclidean distance as REID.METRIC says), a multitask one both
 ``probs`` and ``embeddings``. The whole contract is stored as JSON in the metadata (``contract``), with
 ``attr_names``, ``groups``, ``input_height`` and ``input_width`` also as separate keys.
+
+``OnnxPredictor`` is a ``Predictor`` whose network runs in onnxruntime (2-3x faster than PyTorch on
+small CPU batches, measured with ``tools/benchmark.py --onnx``); ``onnx_for_checkpoint`` exports a
+checkpoint once and reuses the file while the checkpoint is unchanged. The video pipeline picks its
+runtime with TEST.PAR_RUNTIME (``runtime_predictor``); eval and ``--mode predict`` stay on PyTorch, so
+their probabilities equal training's exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -106,7 +115,7 @@ def _metadata(predictor: Predictor) -> dict[str, str]:
 
 
 def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
-                atol: float = 1e-4) -> Path:
+                atol: float = 1e-4, metadata: dict[str, str] | None = None) -> Path:
     """Write ``out`` from a loaded ``Predictor`` (model on CPU, fp32); verified at batch 1 and 3."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +130,7 @@ def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSE
             _export(model, x, out, opset, external=n_bytes > EXTERNAL_DATA_BYTES, outputs=outputs)
     except Exception as e:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {str(e)[:200]}") from None
-    _add_metadata(out, _metadata(predictor))
+    _add_metadata(out, {**_metadata(predictor), **(metadata or {})})
     if verify:
         try:
             diff = verify_onnx(model, out, predictor.height, predictor.width, atol=atol)
@@ -131,3 +140,88 @@ def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSE
     log.info("exported %s (%d attributes, input %dx%d, opset %d)", out, len(predictor.attr_names),
              predictor.height, predictor.width, opset)
     return out
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stored_sha1(path: Path) -> str | None:
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a truncated or foreign file: export again
+        return None
+    return next((p.value for p in m.metadata_props if p.key == "checkpoint_sha1"), None)
+
+
+def _cache_path(checkpoint: Path, sha1: str) -> Path:
+    """``<checkpoint>.onnx`` beside it, or a temporary folder where that folder is read-only."""
+    if os.access(checkpoint.parent, os.W_OK):
+        return checkpoint.with_suffix(".onnx")
+    return Path(tempfile.gettempdir()) / "par_onnx" / f"{checkpoint.stem}_{sha1[:16]}.onnx"
+
+
+def onnx_for_checkpoint(predictor: Predictor) -> Path:
+    """The ONNX file of ``predictor``'s checkpoint: reused while its stored checkpoint sha1 matches, else
+    exported (and verified within 1e-4 of PyTorch) with that sha1 in its metadata."""
+    ckpt = Path(predictor.loaded.path)
+    sha1 = _sha1(ckpt)
+    path = _cache_path(ckpt, sha1)
+    if path.is_file() and _stored_sha1(path) == sha1:
+        log.info("PAR runtime onnx: reusing %s", path)
+        return path
+    log.info("PAR runtime onnx: exporting %s to %s (once per checkpoint)", ckpt, path)
+    tmp = path.with_name(path.stem + ".partial.onnx")
+    export_onnx(predictor, tmp, metadata={"checkpoint_sha1": sha1})
+    os.replace(tmp, path)  # never leave a half-written file under the reused name
+    return path
+
+
+class OnnxPredictor(Predictor):
+    """A ``Predictor`` (same contract, preprocessing and decoder) whose network runs in onnxruntime on the
+    CPU; its probabilities are within 1e-4 of PyTorch's, not bit-identical."""
+
+    def __init__(self, predictor: Predictor, onnx_path: str | Path, threads: int = 0):
+        super().__init__(predictor.loaded, predictor.batch_size)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        self.onnx_path = Path(onnx_path)
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: batch.detach().cpu().numpy()})[0]
+
+
+def runtime_predictor(predictor: Predictor, runtime: str) -> Predictor:
+    """TEST.PAR_RUNTIME: ``torch`` keeps ``predictor``; ``onnx`` runs it in onnxruntime; ``auto`` picks onnx
+    for a PAR model on the CPU when onnxruntime is installed (falling back to torch, with a warning, where
+    the export fails)."""
+    if runtime == "torch":
+        return predictor
+    usable = predictor.device.type == "cpu" and predictor.contract.task != "reid"
+    if runtime == "auto" and not usable:
+        return predictor
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if runtime == "onnx":
+            raise ExportError("TEST.PAR_RUNTIME onnx needs onnxruntime: uv sync --group dev "
+                              "(or pip install onnxruntime), or set TEST.PAR_RUNTIME torch") from None
+        log.info("PAR runtime: torch (onnxruntime is not installed)")
+        return predictor
+    try:
+        return OnnxPredictor(predictor, onnx_for_checkpoint(predictor))
+    except ExportError as e:
+        if runtime == "onnx":
+            raise
+        log.warning("PAR runtime: torch (%s)", e)
+        return predictor

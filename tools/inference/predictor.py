@@ -88,12 +88,16 @@ class Predictor:
         return to_model_input(batch.to(self.device))
 
     @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed batch -> (N, A) float32 probabilities (``OnnxPredictor`` runs onnxruntime here)."""
+        return self.model(batch).cpu().numpy()
+
     def predict_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         """RGB uint8 arrays or image paths -> (N, A) float32 probabilities (before any group decoding)."""
         images = list(images)
         out = [np.zeros((0, len(self.contract.attr_names)), np.float32)]
         for i in range(0, len(images), self.batch_size):
-            out.append(self.model(self.preprocess(images[i:i + self.batch_size])).cpu().numpy())
+            out.append(self.forward(self.preprocess(images[i:i + self.batch_size])))
         return np.concatenate(out)
 
     def predict_image(self, image: ImageLike) -> np.ndarray:

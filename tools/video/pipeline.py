@@ -372,6 +372,7 @@ class _VideoRun:
             "frames": n, "people_tracked": len(self.tracks),
             "tracks_classified": sum(r.n_classified > 0 for r in self.tracks.values()), "crops_classified": n_crops,
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "par_runtime": "onnx" if getattr(self.predictor, "session", None) is not None else "torch",
             # frames per second each stage alone would allow (PAR: None when it never ran)
             "fps": {"detector": _fps(n, secs["detector"]), "tracker": _fps(n, secs["tracker"]),
                     "par": _fps(n, secs["par"]) if n_crops else None, "overall": _fps(n, elapsed),
@@ -499,7 +500,7 @@ def _log_summary(s: dict, status: str) -> None:
     f = s["fps"]
     show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     log.info("%s [%s]: %d frames, %d people tracked (%d classified, %d crops); fps detector %s | tracker %s | "
-             "PAR %s (%s crops/s) | overall %s; outputs in %s", Path(s["video"]).name, status, s["frames"],
+             "PAR (%s) %s (%s crops/s) | overall %s; outputs in %s", Path(s["video"]).name, status, s["frames"],
              s["people_tracked"], s["tracks_classified"], s["crops_classified"], show(f["detector"]),
-             show(f["tracker"]), show(f["par"]), show(f["par_crops"]), show(f["overall"]),
+             show(f["tracker"]), s.get("par_runtime", "torch"), show(f["par"]), show(f["par_crops"]), show(f["overall"]),
              Path(s["outputs"]["json"]).parent)
