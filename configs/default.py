@@ -182,6 +182,7 @@ _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,sc
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
 _C.TEST.YOLO_CONF = 0.4  # detector score threshold
 _C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N frames
+_C.TEST.OVERLAP = True  # video: decode and detect the next frames in a worker thread while PAR runs on this one
 _C.TEST.PAR_RUNTIME = "auto"  # video PAR: auto (onnx on a CPU when onnxruntime is installed) | onnx | torch
 _C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities
 _C.TEST.EMA_ALPHA = 0.3  # weight of the newest observation (ema)

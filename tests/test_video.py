@@ -172,6 +172,30 @@ def test_check_per_frame_window_and_max_frames(clip, tmp_path):
     assert all(t["n_classified"] == 4 and t["frames_seen"] == 12 for t in data["tracks"])
 
 
+def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_errors(clip, tmp_path):
+    video, det = clip
+    outs = {}
+    for overlap in (True, False):
+        opts = VideoOptions(detector="file", det_file=str(det), overlap=overlap, max_frames=20, progress=False)
+        s = process_video(video, FakePredictor(), opts, tmp_path / str(overlap))
+        assert s["frames"] == 20
+        outs[overlap] = (tmp_path / str(overlap) / "clip_frames.csv").read_text()
+    assert outs[True] == outs[False]
+
+    class Broken:
+        name = "broken"
+
+        def __call__(self, frame, index):
+            if index == 5:
+                raise RuntimeError("detector died on frame 5")
+            return build_detector("file", det_file=det)(frame, index)
+
+    with pytest.raises(RuntimeError, match="frame 5"):
+        process_video(video, FakePredictor(), VideoOptions(progress=False), tmp_path / "broken", detector=Broken())
+    data = json.loads((tmp_path / "broken" / "clip_tracks.json").read_text())
+    assert data["status"] == "failed" and data["frames"] == 4
+
+
 def test_small_boxes_are_skipped(clip, tmp_path):
     video, det = clip
     opts = VideoOptions(detector="file", det_file=str(det), min_box_height=101, progress=False)

@@ -14,11 +14,14 @@ import json
 import logging
 import math
 import os
+import queue
 import re
+import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -75,6 +78,7 @@ class VideoOptions:
     report: bool = True  # TEST.REPORT: <stem>_report/index.html
     max_label_lines: int = 5
     write_video: bool = True
+    overlap: bool = True  # TEST.OVERLAP: detect the next frames in a worker thread while PAR runs
     progress: bool = True
 
     @classmethod
@@ -85,7 +89,8 @@ class VideoOptions:
                    ema_alpha=t.EMA_ALPHA, window=t.WINDOW, min_box_height=t.MIN_BOX_HEIGHT,
                    min_box_width=t.MIN_BOX_WIDTH, max_frames=t.MAX_FRAMES, threshold=cfg.METRIC.THRESHOLD,
                    device=None if cfg.DEVICE == "auto" else cfg.DEVICE, ssd_score=t.SSD_SCORE, ssd_nms=t.SSD_NMS,
-                   ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT)
+                   ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT,
+                   overlap=t.OVERLAP)
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
@@ -319,11 +324,10 @@ class _VideoRun:
             self.tracks[tid] = TrackRecord(tid, make_smoother(o.smoothing, o.ema_alpha, o.window))
         return self.tracks[tid]
 
-    def step(self, frame: np.ndarray) -> None:
-        """Detect, track, classify (every CHECK_PER_FRAME frames), then write this frame's rows and drawing."""
+    def step(self, frame: np.ndarray, dets: Any, det_seconds: float) -> None:
+        """Track ``frame``'s detections, classify (every CHECK_PER_FRAME frames), write its rows and drawing."""
         self.n_frames += 1
-        t0 = time.perf_counter()
-        dets = self.detector(frame, self.n_frames)
+        self.secs["detector"] += det_seconds
         t1 = time.perf_counter()
         tracked = self.tracker.update(dets)
         t2 = time.perf_counter()
@@ -338,8 +342,8 @@ class _VideoRun:
             for i in classified:  # before any drawing on the frame
                 self.track(int(tracked.ids[i])).offer_thumb(frame, boxes[i], tracked.scores[i], self.n_frames)
         t3 = time.perf_counter()
-        for k, dt in zip(self.secs, (t1 - t0, t2 - t1, t3 - t2)):
-            self.secs[k] += dt
+        self.secs["tracker"] += t2 - t1
+        self.secs["par"] += t3 - t2
         self._write_frame(frame, tracked, boxes, classified)
 
     def _write_frame(self, frame: np.ndarray, tracked, boxes: list, classified: set[int]) -> None:
@@ -400,13 +404,66 @@ class _VideoRun:
 
     def frames(self):
         """The frames to process: the first one (already read), then until the end or TEST.MAX_FRAMES."""
-        frame = self.first_frame
+        frame, n = self.first_frame, 0
         while frame is not None:
             yield frame
-            if self.opts.max_frames and self.n_frames >= self.opts.max_frames:
+            n += 1
+            if self.opts.max_frames and n >= self.opts.max_frames:
                 return
             ok, frame = self.cap.read()
             frame = frame if ok else None
+
+    def detected(self):
+        """(frame, detections, detector seconds) per frame. With TEST.OVERLAP the next frames are decoded and
+        detected in a worker thread while this one is tracked and classified (OpenCV, onnxruntime and
+        PyTorch release the GIL, so the detector and the PAR model run at the same time)."""
+        if self.opts.overlap:
+            yield from _prefetched(self.frames(), self.detector)
+            return
+        for i, frame in enumerate(self.frames(), 1):
+            t0 = time.perf_counter()
+            dets = self.detector(frame, i)
+            yield frame, dets, time.perf_counter() - t0
+
+
+_END = object()
+
+
+def _prefetched(frames: Iterable[np.ndarray], detector: Detector, depth: int = 2):
+    """``frames`` read and detected ``depth`` frames ahead in a daemon thread; its errors re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for i, frame in enumerate(frames, 1):
+                t0 = time.perf_counter()
+                dets = detector(frame, i)
+                if not put((frame, dets, time.perf_counter() - t0)):
+                    return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(e)
+
+    worker = threading.Thread(target=work, name="video-detector", daemon=True)
+    worker.start()
+    try:
+        while (item := q.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=10)
 
 
 def process_video(video_path: str | Path, predictor: PredictorLike, options: VideoOptions | Any,
@@ -426,9 +483,10 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
     status, t_start = "running", time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=run.video.name, disable=not opts.progress, leave=False)
     try:
-        for frame in run.frames():
-            run.step(frame)
-            bar.update(1)
+        with closing(run.detected()) as stream:  # stops the detector thread however the loop ends
+            for frame, dets, det_seconds in stream:
+                run.step(frame, dets, det_seconds)
+                bar.update(1)
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
