@@ -208,6 +208,8 @@ _C.SEARCH.QUERY = ""  # --mode search: conditions joined by commas, e.g. "female
 #                       (attribute names, group=value, not / != ; matched case-insensitively)
 _C.SEARCH.IN = ""  # processed videos (a <stem>_tracks.json, or a folder searched for them) or a folder of person
 #                    crops (then scored by the model); several: comma-separated
+_C.SEARCH.EXAMPLE = ""  # --mode search by example: a person crop; candidates ranked by appearance (cosine of the
+#                         embeddings of a TASK reid / multitask checkpoint), times P(SEARCH.QUERY) when a query is given
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
 _C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
 _C.SEARCH.RETRIEVAL_ATTRS = []  # tools.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)

@@ -75,6 +75,15 @@ class FakePredictor:
         return out
 
 
+class FakeEmbedder(FakePredictor):
+    """FakePredictor with an appearance embedding: the crop's mean RGB (not unit length)."""
+
+    has_embeddings = True
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        return np.stack([im.reshape(-1, 3).mean(0) for im in images]).astype(np.float32)
+
+
 def tiny_cfg(height: int = 64, width: int = 32, model: str = "timm"):
     """Config of a tiny random-init model (no weights anywhere): timm's test_resnet, or a c2t preset
     (e.g. ``c2t_lite``) with its own branches."""

@@ -136,6 +136,15 @@ def test_reid_checkpoint_embeds_under_its_contract_and_exports_embeddings_to_onn
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["embeddings"]
     np.testing.assert_allclose(sess.run(None, {"images": x.numpy()})[0], emb.numpy(), atol=1e-4)
+    from tools.inference.onnx import OnnxPredictor  # search by example embeds crops through either runtime
+
+    crops = [np.full((80, 40, 3), v, np.uint8) for v in (30, 120, 220)]
+    pred = Predictor(loaded)
+    with torch.inference_mode():
+        want = loaded.model(pred.preprocess(crops)).numpy()
+    assert pred.has_embeddings
+    np.testing.assert_array_equal(pred.embed_images(crops), want)
+    np.testing.assert_allclose(OnnxPredictor(pred, onnx_file).embed_images(crops), want, atol=1e-4)
 
 
 def test_mode_eval_of_a_reid_checkpoint_reproduces_its_best_epoch(reid_run):

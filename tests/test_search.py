@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_cfg_defaults
-from tests._video_helpers import ATTRS, GROUPS, FakePredictor
+from tests._video_helpers import ATTRS, GROUPS, FakeEmbedder, FakePredictor
 from tools.errors import UserError
 from tools.video.search import QueryError, parse_query, run_search
 
@@ -129,6 +129,48 @@ def test_folder_of_crops_through_a_predict_callable(tmp_path):
     assert [r["image"] for r in res] == ["cam1/blue.png", "green.png", "red.png"] and res[0]["kind"] == "crop"
     # FakePredictor: blue crop -> colour (0, 0, 1), female 0.2; green: colour (0, 1, 0), female 0.8 (red rule)
     assert res[0]["score"] == pytest.approx(1.0 * 0.8) and res[1]["score"] == pytest.approx(0.0, abs=1e-9)
+
+
+def _with_embeddings(path: Path, embeddings: dict) -> Path:
+    data = json.loads(path.read_text())
+    for t in data["tracks"]:
+        if t["track_id"] in embeddings:
+            t["embedding"] = embeddings[t["track_id"]]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_search_by_example_alone_and_with_a_query_over_tracks_and_crops(tmp_path):
+    _with_embeddings(_tracks_json(tmp_path / "v", "a", TRACKS["a"]), {1: [1, 0, 0], 2: [0.6, 0.8, 0]})
+    _with_embeddings(_tracks_json(tmp_path / "v", "b", TRACKS["b"]), {5: [0, 1, 0]})  # track 6: none
+    example = tmp_path / "query.png"
+    cv2.imwrite(str(example), np.full((64, 32, 3), (0, 0, 255), np.uint8))  # red: FakeEmbedder -> (255, 0, 0)
+    cfg = _cfg(str(tmp_path / "v"), "", tmp_path / "s1")
+    cfg.SEARCH.EXAMPLE = str(example)
+    out = run_search(cfg, predictor=FakeEmbedder())
+    # (1 + cos) / 2 by hand: track 1 cos 1, track 2 cos 0.6, track 5 cos 0; track 6 has no embedding
+    assert [(r["track_id"], r["score"]) for r in out["results"]] == [(1, pytest.approx(1.0)), (2, pytest.approx(0.8)),
+                                                                      (5, pytest.approx(0.5))]
+    assert out["n_candidates"] == 3 and out["results"][1]["appearance"] == 0.8
+    cfg.SEARCH.QUERY, cfg.SEARCH.OUTPUT = QUERY, str(tmp_path / "s2")
+    both = run_search(cfg, predictor=FakeEmbedder())
+    assert [(r["track_id"], r["score"]) for r in both["results"]] == [
+        (1, pytest.approx(0.216)), (2, pytest.approx(0.1215 * 0.8)), (5, pytest.approx(0.8 * 0.4 / 0.6 * 0.25 * 0.5))]
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name, bgr in (("red.png", (0, 0, 255)), ("blue.png", (255, 0, 0))):
+        cv2.imwrite(str(crops / name), np.full((64, 32, 3), bgr, np.uint8))
+    cfg.SEARCH.IN, cfg.SEARCH.QUERY, cfg.SEARCH.OUTPUT = str(crops), "", str(tmp_path / "s3")
+    res = run_search(cfg, predictor=FakeEmbedder())["results"]
+    assert [(r["image"], r["score"]) for r in res] == [("red.png", pytest.approx(1.0)), ("blue.png", pytest.approx(0.5))]
+    with pytest.raises(QueryError, match="embedding head"):
+        run_search(cfg, predictor=FakePredictor())
+    cfg.SEARCH.EXAMPLE = str(tmp_path / "missing.png")
+    with pytest.raises(QueryError, match="not a readable image"):
+        run_search(cfg, predictor=FakeEmbedder())
+    cfg.SEARCH.EXAMPLE, cfg.SEARCH.IN = str(example), str(_tracks_json(tmp_path / "plain", "c", TRACKS["a"]))
+    with pytest.raises(QueryError, match="no candidate has an appearance embedding"):
+        run_search(cfg, predictor=FakeEmbedder())
 
 
 def test_bad_inputs(tmp_path):

@@ -17,6 +17,7 @@ from tests._video_helpers import (
     ATTRS,
     GROUPS,
     N_FRAMES,
+    FakeEmbedder,
     FakePredictor,
     gt_box,
     load_script,
@@ -194,6 +195,19 @@ def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_error
         process_video(video, FakePredictor(), VideoOptions(progress=False), tmp_path / "broken", detector=Broken())
     data = json.loads((tmp_path / "broken" / "clip_tracks.json").read_text())
     assert data["status"] == "failed" and data["frames"] == 4
+
+
+def test_tracks_of_an_embedding_checkpoint_carry_their_unit_mean_embedding(clip, tmp_path):
+    video, det = clip
+    process_video(video, FakeEmbedder(), VideoOptions(detector="file", det_file=str(det), progress=False), tmp_path)
+    data = json.loads((tmp_path / "clip_tracks.json").read_text())
+    for t in data["tracks"]:
+        e = np.asarray(t["embedding"])
+        want = [1, 0, 0] if _which_object(t["boxes"][0], t["frames"][0] - 1) == "red" else [0, 0, 1]  # mean RGB
+        assert abs(np.linalg.norm(e) - 1) < 1e-4 and np.abs(e - want).max() < 0.05
+    process_video(video, FakePredictor(), VideoOptions(detector="file", det_file=str(det), progress=False),
+                  tmp_path / "plain")
+    assert all("embedding" not in t for t in json.loads((tmp_path / "plain" / "clip_tracks.json").read_text())["tracks"])
 
 
 def test_small_boxes_are_skipped(clip, tmp_path):

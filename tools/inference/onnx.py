@@ -200,6 +200,9 @@ class OnnxPredictor(Predictor):
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: batch.detach().cpu().numpy()})[0]
 
+    def embed_forward(self, batch: torch.Tensor) -> np.ndarray:
+        return self.session.run([EMBEDDINGS], {INPUT: batch.detach().cpu().numpy()})[0]
+
 
 def runtime_predictor(predictor: Predictor, runtime: str) -> Predictor:
     """TEST.PAR_RUNTIME: ``torch`` keeps ``predictor``; ``onnx`` runs it in onnxruntime; ``auto`` picks onnx

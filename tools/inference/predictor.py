@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import AttrGroup, DataError
 from dataset.images import BadImage, decode_rgb, resize_rgb, to_model_input
 from tools.device import select_device
+from tools.errors import UserError
 from tools.inference.contract import InferenceContract
 from tools.inference.labels import LabelDecoder
 from tools.inference.loading import LoadedModel, load_for_inference, resolve_checkpoint
@@ -98,6 +99,27 @@ class Predictor:
         out = [np.zeros((0, len(self.contract.attr_names)), np.float32)]
         for i in range(0, len(images), self.batch_size):
             out.append(self.forward(self.preprocess(images[i:i + self.batch_size])))
+        return np.concatenate(out)
+
+    @property
+    def has_embeddings(self) -> bool:
+        """A TASK reid / multitask checkpoint: ``embed_images`` gives its appearance embeddings."""
+        return self.contract.task in ("reid", "multitask")
+
+    @torch.inference_mode()
+    def embed_forward(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed batch -> (N, D) float32 embeddings."""
+        return self.model.embed(batch).cpu().numpy()
+
+    def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """RGB uint8 arrays or image paths -> (N, D) float32 appearance embeddings (reid / multitask only)."""
+        if not self.has_embeddings:
+            raise UserError(f"{self.loaded.path} has no embedding head (TASK {self.contract.task}); search by "
+                            "example needs a checkpoint trained with TASK reid or multitask")
+        images = list(images)
+        out = [np.zeros((0, self.contract.embed_dim), np.float32)]
+        for i in range(0, len(images), self.batch_size):
+            out.append(self.embed_forward(self.preprocess(images[i:i + self.batch_size])))
         return np.concatenate(out)
 
     def predict_image(self, image: ImageLike) -> np.ndarray:

@@ -121,16 +121,28 @@ class TrackRecord:
     scores: list[float] = field(default_factory=list)
     n_classified: int = 0
     prob_sum: np.ndarray | None = None
+    emb_sum: np.ndarray | None = None  # sum of unit appearance embeddings (reid / multitask checkpoints)
     thumb: np.ndarray | None = None  # best classified crop so far (BGR), see offer_thumb
     thumb_quality: float = -1.0
     thumb_frame: int | None = None
     thumb_path: str | None = None  # relative to the JSON's folder, once saved
 
-    def observe(self, probs: np.ndarray) -> None:
+    def observe(self, probs: np.ndarray, embedding: np.ndarray | None = None) -> None:
         p = np.asarray(probs, np.float64)
         self.prob_sum = p.copy() if self.prob_sum is None else self.prob_sum + p
         self.n_classified += 1
         self.smoother.update(p)
+        if embedding is not None:  # unit length first: every crop weighs the same in the track's mean
+            e = np.asarray(embedding, np.float64)
+            e = e / max(float(np.linalg.norm(e)), 1e-12)
+            self.emb_sum = e if self.emb_sum is None else self.emb_sum + e
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """The unit-length mean of the crops' unit embeddings (reid / multitask checkpoints), else None."""
+        if self.emb_sum is None:
+            return None
+        return self.emb_sum / max(float(np.linalg.norm(self.emb_sum)), 1e-12)
 
     def offer_thumb(self, frame: np.ndarray, box: list[int], score: float, frame_index: int) -> None:
         """Keep the crop with the best detection score x height (capped at 256 px): confident and large."""
@@ -334,10 +346,10 @@ class _VideoRun:
         boxes = [_clip(b, self.meta["width"], self.meta["height"]) for b in tracked.xyxy]
         classified: set[int] = set()
         if (self.n_frames - 1) % self.opts.check_per_frame == 0 and len(tracked):
-            which, probs = _classify(frame, boxes, self.predictor, self.opts, len(self.attr_names))
+            which, probs, embs = _classify(frame, boxes, self.predictor, self.opts, len(self.attr_names))
             self.n_crops += len(which)
-            for i, p in zip(which, probs):
-                self.track(int(tracked.ids[i])).observe(p)
+            for k, (i, p) in enumerate(zip(which, probs)):
+                self.track(int(tracked.ids[i])).observe(p, None if embs is None else embs[k])
                 classified.add(i)
             for i in classified:  # before any drawing on the frame
                 self.track(int(tracked.ids[i])).offer_thumb(frame, boxes[i], tracked.scores[i], self.n_frames)
@@ -507,8 +519,9 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
 
 
 def _classify(frame: np.ndarray, boxes: list[list[int]], predictor: PredictorLike, opts: VideoOptions,
-              n_attrs: int) -> tuple[list[int], np.ndarray]:
-    """One batch through the PAR model: (indices of the boxes classified, their (K, A) probabilities)."""
+              n_attrs: int) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """One batch through the PAR model: (indices of the boxes classified, their (K, A) probabilities, their
+    (K, D) appearance embeddings when the checkpoint has an embedding head, else None)."""
     crops, which = [], []
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         if y2 - y1 < max(1, opts.min_box_height) or x2 - x1 < max(1, opts.min_box_width):
@@ -516,11 +529,12 @@ def _classify(frame: np.ndarray, boxes: list[list[int]], predictor: PredictorLik
         crops.append(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
         which.append(i)
     if not crops:
-        return [], np.zeros((0, n_attrs), np.float32)
+        return [], np.zeros((0, n_attrs), np.float32), None
     probs = np.asarray(predictor.predict_images(crops))
     if probs.shape != (len(crops), n_attrs):
         raise ValueError(f"predictor returned shape {probs.shape} for {len(crops)} crops and {n_attrs} attributes")
-    return which, probs
+    embs = np.asarray(predictor.embed_images(crops)) if getattr(predictor, "has_embeddings", False) else None
+    return which, probs, embs
 
 
 def _save_thumbs(records: Any, folder: Path) -> None:
@@ -551,6 +565,7 @@ def _track_json(rec: TrackRecord, attr_names: list[str], decoder: LabelDecoder) 
         "n_classified": rec.n_classified, "frames": rec.frames, "boxes": rec.boxes, "scores": rec.scores,
         "probs": _round(mean, attr_names), "labels": labels,
         "label_text": decoder.text(labels) if labels is not None else [],
+        **({} if rec.embedding is None else {"embedding": [round(float(v), 5) for v in rec.embedding]}),
     }
 
 

@@ -9,7 +9,10 @@ names and groups: ``Backpack`` (an attribute), ``not Hat`` / ``!Hat`` / ``Hat=no
 short name; ``!=`` negates), ``U_red`` (a member on its own), ``eyewear=none`` (an optional group's
 "neither"). Candidates are the tracks of ``<stem>_tracks.json`` files (their per-track mean
 probabilities) or the images of a crop folder (scored by the model), ranked by the joint probability
-of the query (``tools.evaluation.retrieval``). Outputs in SEARCH.OUTPUT: ``search.csv``, ``search.json``
+of the query (``tools.evaluation.retrieval``). SEARCH.EXAMPLE (a person crop) searches by appearance with the
+embeddings of a TASK reid / multitask checkpoint: score = (1 + cosine) / 2 to the example, times the
+query's probability when SEARCH.QUERY is also given (tracks carry their mean embedding in the JSON when the
+video ran with such a checkpoint). Outputs in SEARCH.OUTPUT: ``search.csv``, ``search.json``
 and ``search_top.png`` (a contact sheet of the best crops with rank and score).
 """
 from __future__ import annotations
@@ -156,6 +159,7 @@ class Candidate:
     groups: list
     info: dict = field(default_factory=dict)
     thumb: Path | None = None
+    embedding: np.ndarray | None = None  # unit appearance embedding (reid / multitask checkpoints)
 
 
 def tracks_candidates(tracks_json: Path) -> list[Candidate]:
@@ -178,14 +182,16 @@ def tracks_candidates(tracks_json: Path) -> list[Candidate]:
                 "time_start_s": round((t["first_frame"] - 1) / fps, 2) if t.get("first_frame") else None,
                 "time_end_s": round((t["last_frame"] - 1) / fps, 2) if t.get("last_frame") else None,
                 "labels": "; ".join(t.get("label_text", []))}
+        emb = np.asarray(t["embedding"], np.float64) if t.get("embedding") else None
         out.append(Candidate(np.array([t["probs"][a] for a in names], np.float64), names, groups, info,
-                             Path(tracks_json).parent / thumb if thumb else None))
+                             Path(tracks_json).parent / thumb if thumb else None, emb))
     return out
 
 
 def crops_candidates(folder: Path, predict: PredictFn, attr_names: Sequence[str], groups: Iterable,
-                     batch_size: int = 64) -> list[Candidate]:
-    """Every readable image under ``folder`` (recursively), scored by ``predict(list of RGB uint8) -> (N, A)``."""
+                     batch_size: int = 64, embed: PredictFn | None = None) -> list[Candidate]:
+    """Every readable image under ``folder`` (recursively), scored by ``predict(list of RGB uint8) -> (N, A)``
+    and, given ``embed`` (-> (N, D)), with its unit appearance embedding."""
     images = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     names, groups = list(attr_names), list(groups)
     out: list[Candidate] = []
@@ -203,28 +209,51 @@ def crops_candidates(folder: Path, predict: PredictFn, attr_names: Sequence[str]
         probs = np.asarray(predict(batch), np.float64)
         if probs.shape != (len(batch), len(names)):
             raise ValueError(f"predict returned {probs.shape} for {len(batch)} images and {len(names)} attributes")
-        for p, pr in zip(paths, probs):
+        embs = _unit(np.asarray(embed(batch), np.float64)) if embed is not None else [None] * len(batch)
+        for p, pr, e in zip(paths, probs, embs):
             info = {"kind": "crop", "source": str(folder), "image": p.relative_to(folder).as_posix()}
-            out.append(Candidate(pr, names, groups, info, p))
+            out.append(Candidate(pr, names, groups, info, p, e))
     log.info("scored %d crop(s) from %s", len(out), folder)
     return out
 
 
-def rank(candidates: list[Candidate], query: str) -> tuple[list[dict], list[str]]:
-    """Candidates as result rows sorted by the query's joint probability (best first), and the terms' texts.
-    Candidates of different models (attribute lists) are each parsed against their own names."""
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def appearance_similarity(example: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """(1 + cosine) / 2 in [0, 1] of each row of ``embeddings`` (N, D) to the ``example`` (D,)."""
+    return (1.0 + _unit(np.asarray(embeddings, np.float64)) @ _unit(np.asarray(example, np.float64))) / 2.0
+
+
+def rank(candidates: list[Candidate], query: str, example: np.ndarray | None = None) -> tuple[list[dict], list[str]]:
+    """Candidates as result rows sorted by score (best first), and the terms' texts. The score is the query's
+    joint probability, times the appearance similarity to ``example`` (an embedding) when one is given; with
+    an example and an empty query, the similarity alone. Candidates of different models (attribute lists)
+    are each parsed against their own names."""
     rows, texts = [], []
+    if example is not None:
+        kept = [c for c in candidates if c.embedding is not None]
+        if not kept:
+            raise QueryError("SEARCH.EXAMPLE: no candidate has an appearance embedding; process the videos (or "
+                             "score the crops) with a TASK multitask or reid checkpoint")
+        if len(kept) < len(candidates):
+            log.info("search by example: %d candidate(s) without an embedding left out", len(candidates) - len(kept))
+        candidates = kept
     by_vocab: dict[tuple, list[Candidate]] = {}
     for c in candidates:
         by_vocab.setdefault((tuple(c.attr_names), json.dumps(c.groups, default=str)), []).append(c)
     for cands in by_vocab.values():
-        terms = parse_query(query, cands[0].attr_names, cands[0].groups)
+        terms = parse_query(query, cands[0].attr_names, cands[0].groups) if example is None or query.strip() else []
         texts = texts or [t.text for t in terms]
         probs = np.stack([c.probs for c in cands])
-        score = joint_probability(probs, terms)
-        per_term = np.stack([term_probability(probs, t) for t in terms], 1)
-        for c, s, pt in zip(cands, score, per_term):
-            rows.append({"score": float(s), **c.info, "thumb": str(c.thumb) if c.thumb else None,
+        score = joint_probability(probs, terms) if terms else np.ones(len(cands))
+        per_term = np.stack([term_probability(probs, t) for t in terms], 1) if terms else np.zeros((len(cands), 0))
+        sim = appearance_similarity(example, np.stack([c.embedding for c in cands])) if example is not None else None
+        for k, (c, s, pt) in enumerate(zip(cands, score, per_term)):
+            extra = {} if sim is None else {"appearance": round(float(sim[k]), 4)}
+            rows.append({"score": float(s * (1.0 if sim is None else sim[k])), **c.info, **extra,
+                         "thumb": str(c.thumb) if c.thumb else None,
                          "terms": {t.text: round(float(v), 4) for t, v in zip(terms, pt)}})
     rows.sort(key=lambda r: -r["score"])
     for i, r in enumerate(rows, 1):
@@ -284,8 +313,8 @@ def write_results(rows: list[dict], texts: list[str], out_dir: Path, meta: dict)
     """``search.csv`` (one row per match, one column per condition), ``search.json``, ``search_top.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "search.csv", "json": out_dir / "search.json"}
-    fixed = ["rank", "score", "kind", "source", "track_id", "image", "first_frame", "last_frame", "time_start_s",
-             "time_end_s", "labels", "thumb"]
+    fixed = ["rank", "score", "appearance", "kind", "source", "track_id", "image", "first_frame", "last_frame",
+             "time_start_s", "time_end_s", "labels", "thumb"]
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(fixed + [f"P({t})" for t in texts])
@@ -297,6 +326,17 @@ def write_results(rows: list[dict], texts: list[str], out_dir: Path, meta: dict)
     if sheet:
         paths["png"] = sheet
     return {k: str(v) for k, v in paths.items()}
+
+
+def _example_embedding(path: str, predictor: Any) -> np.ndarray:
+    """SEARCH.EXAMPLE's unit embedding; ``QueryError`` for an unreadable file or a model without embeddings."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    if img is None:
+        raise QueryError(f"SEARCH.EXAMPLE: '{path}' is not a readable image; give a person crop (jpg, png ...)")
+    if not getattr(predictor, "has_embeddings", False):
+        raise QueryError("SEARCH.EXAMPLE needs a checkpoint with an embedding head (TASK reid or multitask); "
+                         "this one has none")
+    return _unit(np.asarray(predictor.embed_images([cv2.cvtColor(img, cv2.COLOR_BGR2RGB)])[0], np.float64))
 
 
 def run_search(cfg: Any, predictor: Any = None) -> dict:
@@ -311,18 +351,21 @@ def run_search(cfg: Any, predictor: Any = None) -> dict:
         raise QueryError(f"SEARCH.TOP_K must be >= 0 (0 = all), got {s.TOP_K}")
     jsons, folders = find_inputs(s.IN)
     candidates = [c for j in jsons for c in tracks_candidates(j)]
-    if folders:
-        if predictor is None:
-            from tools.inference import Predictor  # heavy; only for crops
+    if (folders or s.EXAMPLE) and predictor is None:
+        from tools.inference import Predictor  # heavy; only for crops and examples
 
-            predictor = Predictor.from_cfg(cfg)
-        for folder in folders:
-            candidates += crops_candidates(folder, predictor.predict_images, predictor.attr_names, predictor.groups)
+        predictor = Predictor.from_cfg(cfg)
+    example = _example_embedding(s.EXAMPLE, predictor) if s.EXAMPLE else None
+    for folder in folders:
+        embed = predictor.embed_images if example is not None else None
+        candidates += crops_candidates(folder, predictor.predict_images, predictor.attr_names, predictor.groups,
+                                       embed=embed)
     if not candidates:
         raise QueryError(f"SEARCH.IN: nothing to search in {s.IN} (no classified tracks, no readable crops)")
-    rows, texts = rank(candidates, s.QUERY)
+    rows, texts = rank(candidates, s.QUERY, example)
     top = rows[: s.TOP_K] if s.TOP_K else rows
-    meta = {"query": s.QUERY, "inputs": [str(p) for p in jsons + folders], "n_candidates": len(rows)}
+    meta = {"query": s.QUERY, "example": s.EXAMPLE, "inputs": [str(p) for p in jsons + folders],
+            "n_candidates": len(rows)}
     paths = write_results(top, texts, Path(s.OUTPUT), meta)
     log.info("search %r: %d candidate(s) from %d input(s); best %s; outputs %s", s.QUERY, len(rows),
              len(jsons) + len(folders), ", ".join(f"{r['score']:.3f}" for r in top[:5]), paths["csv"])
