@@ -115,7 +115,7 @@ def _metadata(predictor: Predictor) -> dict[str, str]:
 
 
 def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
-                atol: float = 1e-4, metadata: dict[str, str] | None = None) -> Path:
+                atol: float = 1e-4, *, metadata: dict[str, str] | None = None) -> Path:
     """Write ``out`` from a loaded ``Predictor`` (model on CPU, fp32); verified at batch 1 and 3."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,7 @@ def tracks_candidates(tracks_json: Path) -> list[Candidate]:
 
 
 def crops_candidates(folder: Path, predict: PredictFn, attr_names: Sequence[str], groups: Iterable,
-                     batch_size: int = 64, embed: PredictFn | None = None) -> list[Candidate]:
+                     batch_size: int = 64, *, embed: PredictFn | None = None) -> list[Candidate]:
     """Every readable image under ``folder`` (recursively), scored by ``predict(list of RGB uint8) -> (N, A)``
     and, given ``embed`` (-> (N, D)), with its unit appearance embedding."""
     images = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
