@@ -179,7 +179,8 @@ def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_error
     for overlap in (True, False):
         opts = VideoOptions(detector="file", det_file=str(det), overlap=overlap, max_frames=20, progress=False)
         s = process_video(video, FakePredictor(), opts, tmp_path / str(overlap))
-        assert s["frames"] == 20
+        assert s["frames"] == 20 and set(s["fps_after_warmup"]) == set(s["fps"]) and s["par_runtime"] == "torch"
+        assert s["fps_after_warmup"]["overall"] > 0
         outs[overlap] = (tmp_path / str(overlap) / "clip_frames.csv").read_text()
     assert outs[True] == outs[False]
 
