@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
     from models import build_model
     from tools.device import configure_backends, select_amp, select_device
     from tools.engine import build_optimizer, seed_everything
+    from tools.engine.build import set_memory_format
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     if args.threads:
@@ -288,10 +289,8 @@ def run(args: argparse.Namespace) -> dict:
     size_hw = (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH)
     B = args.batch_size
 
-    model = build_model(cfg, num_attrs).to(device)
-    channels_last = device.type == "cuda" and cfg.MODEL.CHANNELS_LAST
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = set_memory_format(cfg, build_model(cfg, num_attrs).to(device))  # as the trainer does, CPU too
+    channels_last = bool(cfg.MODEL.CHANNELS_LAST)
     n_params = sum(p.numel() for p in model.parameters())
     criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(cfg.DATASET.TRAIN_SPLIT),
                            model).to(device)
