@@ -49,6 +49,8 @@ _C.DATASET.CACHE_DIR = ""  # also keep that cache on disk here ("" = memory only
 _C.DATASET.ON_BAD_IMAGE = "skip"  # skip (log + count) | error, for unreadable images
 _C.DATASET.MAX_IMAGE_PIXELS = 50_000_000  # larger images are treated as bad (decompression bombs)
 _C.DATASET.SOURCES = []  # mixed training: extra dataset YAML files whose train split joins this train split
+_C.DATASET.SOURCE_MAPS = []  # mixed training: [source DATASET.NAME, map] pairs; the map (a dataset/maps name such as
+#                              peta_to_native, or a YAML file) relabels that source by unions of its attributes
 _C.DATASET.ATTR_MAP = []  # mixed training: [source DATASET.NAME, source attribute, shared attribute] triples;
 #                          prefix the shared name with "!" for a complement (personalMale -> !Gender_female)
 _C.DATASET.SYNTH_SIZE = 600  # SYNTH: number of generated images

@@ -6,13 +6,15 @@ attribute of a list is the one whose head row initialises the target's (see the 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import yaml
 
 from dataset.attributes import NATIVE_46
-from dataset.base import DataError
+from dataset.base import UNKNOWN, DataError, PARData
 from dataset.public.peta_raw import PETA_ATTRS
 
 MAPS_DIR = Path(__file__).resolve().parent / "maps"
@@ -89,3 +91,25 @@ def resolve_map_path(name: str) -> Path:
     """A map by name (``peta_to_native`` = dataset/maps/peta_to_native.yaml) or a path to a YAML file."""
     p = MAPS_DIR / f"{name}.yaml"
     return p if p.is_file() else Path(name)
+
+
+def relabel_by_map(data: PARData, path: str | Path, target_attrs: Sequence[str]) -> PARData:
+    """``data`` relabelled onto the map's targets that are in ``target_attrs`` (joint training): a target's
+    label is the union of its source attributes (1 where any is 1, 0 where all are 0, else UNKNOWN);
+    targets the map leaves out are absent here, so mixed training marks them UNKNOWN for these rows."""
+    path = Path(path)
+    entries, _ = _read(path)
+    names, columns = [], []
+    for target, sources in entries.items():
+        if str(target) not in target_attrs:
+            continue
+        missing = [s for s in map(str, sources or []) if s not in data.attr_names]
+        if missing:
+            raise DataError(f"{path}: '{target}' lists {missing}, which {data.name} does not have; fix the map")
+        cols = data.labels[:, [data.attr_names.index(str(s)) for s in sources]]
+        union = np.where((cols == 1).any(1), 1.0, np.where((cols == 0).all(1), 0.0, UNKNOWN))
+        names.append(str(target))
+        columns.append(union.astype(np.float32))
+    if not names:
+        raise DataError(f"{path} maps none of this run's attributes from {data.name}")
+    return dataclasses.replace(data, labels=np.stack(columns, 1), attr_names=names, groups=[], eval_attrs=[])

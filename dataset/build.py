@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode as CN
 
+from dataset.attr_map import relabel_by_map, resolve_map_path
 from dataset.base import DataError, PARData
 from dataset.loader import BadImageLog, BatchLoader, _FileBatches, build_cache
 from dataset.registry import read_dataset
@@ -39,7 +40,13 @@ def _mix_sources(cfg: CN, data: PARData) -> PARData:
         if len(entry) != 3:
             raise DataError(f"DATASET.ATTR_MAP entry {entry!r} must be [source dataset, source attribute, shared attribute]")
         mapping.setdefault(str(entry[0]), {})[str(entry[1])] = str(entry[2])
+    maps = {}
+    for entry in cfg.DATASET.SOURCE_MAPS:
+        if len(entry) != 2:
+            raise DataError(f"DATASET.SOURCE_MAPS entry {entry!r} must be [source dataset, map name or file]")
+        maps[str(entry[0])] = resolve_map_path(str(entry[1]))
     extra = [read_dataset(load_config(path)) for path in cfg.DATASET.SOURCES]
+    extra = [relabel_by_map(d, maps[d.name], data.attr_names) if d.name in maps else d for d in extra]
     merged = merge_datasets([data, *extra], data.attr_names, mapping, data.groups)
     train = cfg.DATASET.TRAIN_SPLIT
     own = {s: merged.splits[f"{data.name}/{s}"] for s in data.splits}

@@ -65,6 +65,49 @@ def test_mixed_training_adds_source_train_rows_only(tmp_path):
     assert np.array_equal(mixed.labels[: len(single.labels)], single.labels)
 
 
+def test_a_source_map_relabels_by_union_and_leaves_unmapped_attributes_unknown(tmp_path):
+    import pytest
+
+    from dataset.attr_map import relabel_by_map
+    from dataset.base import UNKNOWN, DataError, PARData
+
+    src = PARData("SRC", [tmp_path / f"{i}.jpg" for i in range(4)],
+                  np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [0, UNKNOWN, 1, 0]], np.float32),
+                  ["young15", "young30", "old", "hat"], {"train": np.arange(4)})
+    path = tmp_path / "m.yaml"
+    path.write_text("map:\n  Age_young: [young30, young15]\n  Age_old: [old]\n  Hat: [hat]\n  Bag: [hat]\n"
+                    "unmapped: [Jeans]\n")
+    got = relabel_by_map(src, path, ["Age_young", "Age_old", "Hat", "Jeans"])  # Bag: not in this run
+    assert got.attr_names == ["Age_young", "Age_old", "Hat"]
+    np.testing.assert_array_equal(got.labels, [[1, 0, 1], [1, 0, 0], [0, 0, 0], [UNKNOWN, 1, 0]])
+    path.write_text("map:\n  Hat: [hatt]\n")
+    with pytest.raises(DataError, match="hatt"):
+        relabel_by_map(src, path, ["Hat"])
+
+
+def test_mixed_training_with_a_source_map(tmp_path):
+    from configs import load_config
+    from dataset import build_data
+    from dataset.base import UNKNOWN
+
+    other = tmp_path / "other.yaml"
+    other.write_text(f"DATASET:\n  NAME: SYNTH\n  ROOT: {tmp_path / 'synth2'}\n  SYNTH_SIZE: 40\n  SPLIT_SEED: 5\n")
+    single = build_data(load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path)))
+    names = single.attr_names
+    amap = tmp_path / "synth_map.yaml"  # the first target takes the union of the source's first two attributes
+    amap.write_text(f"map:\n  {names[0]}: [{names[0]}, {names[1]}]\n  {names[2]}: [{names[2]}]\n")
+    opts = tiny_opts(tmp_path, **{"DATASET.SOURCES": f"['{other}']", "DATASET.SOURCE_MAPS": f"[['SYNTH', '{amap}']]"})
+    mixed = build_data(load_config(REPO / "configs/demo.yaml", opts))
+    extra = load_config(str(other))
+    from dataset.registry import read_dataset
+
+    raw = read_dataset(extra)
+    rows = mixed.labels[len(single.labels):]
+    np.testing.assert_array_equal(rows[:, 0], np.maximum(raw.labels[:, 0], raw.labels[:, 1]))
+    np.testing.assert_array_equal(rows[:, 2], raw.labels[:, 2])
+    assert (rows[:, 1] == UNKNOWN).all() and (rows[:, 3:] == UNKNOWN).all()
+
+
 def test_head_rows_of_mapped_attributes_start_from_the_source_head(tmp_path):
     """RELOAD.ATTR_MAP: NATIVE-miniature attributes mapped to SYNTH ones start from those head rows
     (the first listed source when several); an unmapped one keeps its fresh initialisation."""
