@@ -50,6 +50,21 @@ def test_head_finetune_on_other_attributes_reinitialises_only_the_head(tmp_path)
     assert backbone and all(torch.equal(source_ckpt["model"][k], tuned["model"][k]) for k in backbone)
 
 
+def test_a_split_head_run_starts_from_a_linear_head_checkpoint(tmp_path):
+    from configs import load_config
+    from tools.engine import run_training as train
+
+    train(load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, NAME="linear")))
+    source = torch.load(tmp_path / "exp/SYNTH/linear/best_model.pth", weights_only=True)["model"]
+    train(load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, **{
+        "NAME": "split", "MODEL.HEAD": "split", "RELOAD.TYPE": "True", "RELOAD.MODEL_FOLDER_NAME": "linear",
+        "FINETUNE.MODE": "head"})))
+    tuned = torch.load(tmp_path / "exp/SYNTH/split/best_model.pth", weights_only=True)["model"]
+    backbone = [k for k in source if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(source[k], tuned[k]) for k in backbone)
+    assert not set(k for k in source if k.startswith("head.")) & set(tuned)  # another head type: fresh
+
+
 def test_mixed_training_adds_source_train_rows_only(tmp_path):
     from configs import load_config
     from dataset import build_data

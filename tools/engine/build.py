@@ -112,10 +112,10 @@ def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None
     state, source_attrs = _reload_state(cfg, model, path)
     own = model.state_dict()
     head_keys = [k for k in state if k.startswith("head.")]
-    if any(k in own and own[k].shape != state[k].shape for k in head_keys):
+    if any(k not in own or own[k].shape != state[k].shape for k in head_keys):  # other attributes or head type
         mapped = _mapped_head(cfg, model, state, source_attrs, attr_names or []) if cfg.RELOAD.ATTR_MAP else {}
         if not mapped:
-            log.info("RELOAD: the checkpoint's head has another attribute count; the head is re-initialised")
+            log.info("RELOAD: the checkpoint's head has another attribute count or type; the head is re-initialised")
         state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **mapped}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
