@@ -46,9 +46,17 @@ class ReIDModel(InputNormalisation):
 
     def forward_attrs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, A) attribute logits (multitask)."""
+        return self._attrs(self._map(x))
+
+    def attrs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, A) attribute logits and (B, D) embedding from one backbone pass (multitask video crops)."""
+        fmap = self._map(x)
+        return self._attrs(fmap), self.reid_head.embed(fmap)
+
+    def _attrs(self, fmap: torch.Tensor) -> torch.Tensor:
         if self.head is None:
             raise TypeError("forward_attrs needs TASK multitask (an attribute head)")
-        return self.head(self.reid_head.pooled(self._map(x)))
+        return self.head(self.reid_head.pooled(fmap))
 
     def param_groups(self) -> dict[str, list[nn.Module]]:
         """The backbone's groups, then ``head``: both heads are new layers (LR_NEW, trained by FINETUNE.MODE head)."""

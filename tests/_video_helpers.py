@@ -83,6 +83,9 @@ class FakeEmbedder(FakePredictor):
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         return np.stack([im.reshape(-1, 3).mean(0) for im in images]).astype(np.float32)
 
+    def predict_with_embeddings(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict_images(images), self.embed_images(images)
+
 
 def tiny_cfg(height: int = 64, width: int = 32, model: str = "timm"):
     """Config of a tiny random-init model (no weights anywhere): timm's test_resnet, or a c2t preset

@@ -216,6 +216,16 @@ def test_multitask_on_the_real_market_attributes(tmp_path):
     assert pred.contract.task == "multitask" and len(pred.attr_names) == 30
     probs = pred.predict_images([np.full((64, 32, 3), 128, np.uint8)])
     assert probs.shape == (1, 30) and ((probs >= 0) & (probs <= 1)).all()
+    crops = [np.full((80, 40, 3), v, np.uint8) for v in (30, 128, 220)]  # video: one pass gives both
+    both = pred.predict_with_embeddings(crops)
+    np.testing.assert_array_equal(both[0], pred.predict_images(crops))
+    np.testing.assert_array_equal(both[1], pred.embed_images(crops))
+    pytest.importorskip("onnxruntime")
+    from tools.inference.onnx import OnnxPredictor, export_onnx
+
+    fast = OnnxPredictor(pred, export_onnx(pred, tmp_path / "mt.onnx"))
+    for got, want in zip(fast.predict_with_embeddings(crops), both):
+        np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the pieces

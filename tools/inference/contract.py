@@ -178,3 +178,13 @@ class ContractModel(torch.nn.Module):
         if not hasattr(self.model, "embed"):
             raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
         return self.model.embed(x)
+
+    def probs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` and ``embed`` of a multitask model from one backbone pass (reid: no attributes)."""
+        if self.contract.task == "reid":
+            emb = self.model.embed(x)
+            return emb.new_zeros((len(x), 0)), emb
+        if self.contract.task != "multitask":
+            raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
+        logits, emb = self.model.attrs_and_embed(x)
+        return self.to_probs(logits), emb

@@ -197,11 +197,23 @@ class OnnxPredictor(Predictor):
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
 
+    runtime = "onnx"
+
+    def _run(self, names: list[str], batch: torch.Tensor) -> list[np.ndarray]:
+        return self.session.run(names, {INPUT: batch.detach().cpu().numpy()})
+
     def forward(self, batch: torch.Tensor) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: batch.detach().cpu().numpy()})[0]
+        return self._run([OUTPUT], batch)[0]
 
     def embed_forward(self, batch: torch.Tensor) -> np.ndarray:
-        return self.session.run([EMBEDDINGS], {INPUT: batch.detach().cpu().numpy()})[0]
+        return self._run([EMBEDDINGS], batch)[0]
+
+    def forward_both(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.contract.task == "reid":  # its graph has no probs output
+            emb = self.embed_forward(batch)
+            return np.zeros((len(emb), 0), np.float32), emb
+        probs, emb = self._run([OUTPUT, EMBEDDINGS], batch)
+        return probs, emb
 
 
 def runtime_predictor(predictor: Predictor, runtime: str) -> Predictor:

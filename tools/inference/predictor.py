@@ -88,39 +88,57 @@ class Predictor:
         batch = torch.from_numpy(np.stack([self._resized(im) for im in images])).permute(0, 3, 1, 2).contiguous()
         return to_model_input(batch.to(self.device))
 
+    runtime = "torch"  # what runs the network: "torch" here, "onnx" in OnnxPredictor
+
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         """A preprocessed batch -> (N, A) float32 probabilities (``OnnxPredictor`` runs onnxruntime here)."""
         return self.model(batch).cpu().numpy()
-
-    def predict_images(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """RGB uint8 arrays or image paths -> (N, A) float32 probabilities (before any group decoding)."""
-        images = list(images)
-        out = [np.zeros((0, len(self.contract.attr_names)), np.float32)]
-        for i in range(0, len(images), self.batch_size):
-            out.append(self.forward(self.preprocess(images[i:i + self.batch_size])))
-        return np.concatenate(out)
-
-    @property
-    def has_embeddings(self) -> bool:
-        """A TASK reid / multitask checkpoint: ``embed_images`` gives its appearance embeddings."""
-        return self.contract.task in ("reid", "multitask")
 
     @torch.inference_mode()
     def embed_forward(self, batch: torch.Tensor) -> np.ndarray:
         """A preprocessed batch -> (N, D) float32 embeddings."""
         return self.model.embed(batch).cpu().numpy()
 
-    def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """RGB uint8 arrays or image paths -> (N, D) float32 appearance embeddings (reid / multitask only)."""
+    @torch.inference_mode()
+    def forward_both(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """A preprocessed batch -> (probabilities, embeddings) from one pass of a reid / multitask model."""
+        probs, emb = self.model.probs_and_embed(batch)
+        return probs.cpu().numpy(), emb.cpu().numpy()
+
+    def _batched(self, images: Sequence[ImageLike], forward, widths: Sequence[int]) -> list[np.ndarray]:
+        """``forward(preprocessed batch) -> tuple of (n, w) arrays`` over batches of ``batch_size``, joined."""
+        images = list(images)
+        outs = [[np.zeros((0, w), np.float32)] for w in widths]
+        for i in range(0, len(images), self.batch_size):
+            for acc, arr in zip(outs, forward(self.preprocess(images[i:i + self.batch_size]))):
+                acc.append(arr)
+        return [np.concatenate(acc) for acc in outs]
+
+    def predict_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """RGB uint8 arrays or image paths -> (N, A) float32 probabilities (before any group decoding)."""
+        return self._batched(images, lambda b: (self.forward(b),), [len(self.contract.attr_names)])[0]
+
+    @property
+    def has_embeddings(self) -> bool:
+        """A TASK reid / multitask checkpoint: ``embed_images`` gives its appearance embeddings."""
+        return self.contract.task in ("reid", "multitask")
+
+    def _need_embeddings(self) -> None:
         if not self.has_embeddings:
             raise UserError(f"{self.loaded.path} has no embedding head (TASK {self.contract.task}); search by "
                             "example needs a checkpoint trained with TASK reid or multitask")
-        images = list(images)
-        out = [np.zeros((0, self.contract.embed_dim), np.float32)]
-        for i in range(0, len(images), self.batch_size):
-            out.append(self.embed_forward(self.preprocess(images[i:i + self.batch_size])))
-        return np.concatenate(out)
+
+    def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """RGB uint8 arrays or image paths -> (N, D) float32 appearance embeddings (reid / multitask only)."""
+        self._need_embeddings()
+        return self._batched(images, lambda b: (self.embed_forward(b),), [self.contract.embed_dim])[0]
+
+    def predict_with_embeddings(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, A) probabilities and (N, D) embeddings from one network pass per batch (reid / multitask)."""
+        self._need_embeddings()
+        probs, embs = self._batched(images, self.forward_both, [len(self.contract.attr_names), self.contract.embed_dim])
+        return probs, embs
 
     def predict_image(self, image: ImageLike) -> np.ndarray:
         """One image -> (A,) probabilities."""

@@ -403,7 +403,7 @@ class _VideoRun:
             "frames": n, "people_tracked": len(self.tracks),
             "tracks_classified": sum(r.n_classified > 0 for r in self.tracks.values()), "crops_classified": n_crops,
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
-            "par_runtime": "onnx" if getattr(self.predictor, "session", None) is not None else "torch",
+            "par_runtime": getattr(self.predictor, "runtime", "torch"),
             # frames per second each stage alone would allow (PAR: None when it never ran)
             "fps": {"detector": _fps(n, secs["detector"]), "tracker": _fps(n, secs["tracker"]),
                     "par": _fps(n, secs["par"]) if n_crops else None, "overall": _fps(n, elapsed),
@@ -446,20 +446,22 @@ class _VideoRun:
         """(frame, detections, detector seconds) per frame. With TEST.OVERLAP the next frames are decoded and
         detected in a worker thread while this one is tracked and classified (OpenCV, onnxruntime and
         PyTorch release the GIL, so the detector and the PAR model run at the same time)."""
-        if self.opts.overlap:
-            yield from _prefetched(self.frames(), self.detector)
-            return
-        for i, frame in enumerate(self.frames(), 1):
-            t0 = time.perf_counter()
-            dets = self.detector(frame, i)
-            yield frame, dets, time.perf_counter() - t0
+        stream = _detect_each(self.frames(), self.detector)
+        yield from (_prefetched(stream) if self.opts.overlap else stream)
+
+
+def _detect_each(frames: Iterable[np.ndarray], detector: Detector):
+    for i, frame in enumerate(frames, 1):
+        t0 = time.perf_counter()
+        dets = detector(frame, i)
+        yield frame, dets, time.perf_counter() - t0
 
 
 _END = object()
 
 
-def _prefetched(frames: Iterable[np.ndarray], detector: Detector, depth: int = 2):
-    """``frames`` read and detected ``depth`` frames ahead in a daemon thread; its errors re-raised here."""
+def _prefetched(items: Iterable[Any], depth: int = 2):
+    """``items`` produced ``depth`` ahead in a daemon thread; its errors re-raised here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -474,10 +476,8 @@ def _prefetched(frames: Iterable[np.ndarray], detector: Detector, depth: int = 2
 
     def work() -> None:
         try:
-            for i, frame in enumerate(frames, 1):
-                t0 = time.perf_counter()
-                dets = detector(frame, i)
-                if not put((frame, dets, time.perf_counter() - t0)):
+            for item in items:
+                if not put(item):
                     return
             put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
@@ -549,10 +549,12 @@ def _classify(frame: np.ndarray, boxes: list[list[int]], predictor: PredictorLik
         which.append(i)
     if not crops:
         return [], np.zeros((0, n_attrs), np.float32), None
-    probs = np.asarray(predictor.predict_images(crops))
+    if getattr(predictor, "has_embeddings", False):  # one network pass for both
+        probs, embs = (np.asarray(a) for a in predictor.predict_with_embeddings(crops))
+    else:
+        probs, embs = np.asarray(predictor.predict_images(crops)), None
     if probs.shape != (len(crops), n_attrs):
         raise ValueError(f"predictor returned shape {probs.shape} for {len(crops)} crops and {n_attrs} attributes")
-    embs = np.asarray(predictor.embed_images(crops)) if getattr(predictor, "has_embeddings", False) else None
     return which, probs, embs
 
 
