@@ -64,12 +64,22 @@ def test_no_valid_query_at_all():
     assert r["n_queries_valid"] == 0 and r["n_queries_no_match"] == 1 and r["mAP"] == 0.0
 
 
+def test_unknown_camera_is_never_the_query_camera():
+    # multi-shot subsets without camera ids (code -1): a same-identity gallery image is a match.
+    # gallery by distance: pid 4 (cam -1), pid 9, pid 4 (cam -1) -> matches at ranks 1 and 3
+    r = rank_metrics(np.array([[0.1, 0.2, 0.3]]), [4], [4, 9, 4], [-1], [-1, -1, -1])
+    assert r["rank1"] == 1.0 and r["mAP"] == pytest.approx((1 + 2 / 3) / 2) and r["mINP"] == pytest.approx(2 / 3)
+    # a known camera still excludes its own images; an unknown gallery camera differs from camera 2
+    r = rank_metrics(np.array([[0.1, 0.2, 0.3]]), [4], [4, 9, 4], [2], [2, 9, -1])
+    assert r["rank1"] == 0.0 and r["mAP"] == pytest.approx(0.5)
+
+
 def reference(dist, qp, gp, qc, gc):
     """Per query, in plain Python: the definitions of the module docstring."""
     aps, inps, firsts = [], [], []
     for i in range(len(qp)):
         kept = [j for j in np.argsort(dist[i], kind="stable")
-                if gp[j] != -1 and not (gp[j] == qp[i] and gc[j] == qc[i])]
+                if gp[j] != -1 and not (gp[j] == qp[i] and gc[j] == qc[i] >= 0)]
         hits = [r for r, j in enumerate(kept, 1) if gp[j] == qp[i]]
         if not hits:
             continue
@@ -85,7 +95,7 @@ def test_features_match_plain_reference():
     qp, gp = rng.integers(1, 12, 40), rng.integers(-1, 12, 300)
     qf = centers[qp] + 0.9 * rng.standard_normal((40, 16))
     gf = centers[np.maximum(gp, 0)] + 0.9 * rng.standard_normal((300, 16))
-    qc, gc = rng.integers(1, 4, 40), rng.integers(1, 4, 300)
+    qc, gc = rng.integers(-1, 4, 40), rng.integers(-1, 4, 300)
     for metric in ("cosine", "euclidean"):
         r = evaluate_reid(qf, gf, qp, gp, q_cams=qc, g_cams=gc, metric=metric, chunk=7)
         if metric == "cosine":

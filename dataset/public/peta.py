@@ -12,7 +12,8 @@
   4. 5 random partitions (cell of structs train / val / test, 1-based row indices: 9,500 / 1,900 / 7,600).
 
 The split is ``DATASET.PETA_SPLIT``, whatever the layout: ``identity`` (seeded, stratified, no identity
-in two splits) or ``mat`` (partition ``DATASET.SPLIT_ID`` of ``PETA.mat``, whose partitions share identities).
+in two splits) or ``mat`` (partition ``DATASET.SPLIT_ID`` of ``PETA.mat``, whose partitions share identities);
+the raw layout also offers ``reid``, the ReID protocol of ``peta_reid`` (query / gallery splits).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from dataset.public._common import (as_list, build_pardata, dataset_root, index_
                                     pick_by_prefix, require_dir, require_file, split_choice, str_list)
 from dataset.public.peta_raw import (PETA_ATTRS, PETA_EVAL, PETA_SUBSETS, RAW_DIR, align_mat, codes, find_raw_dir,
                                      read_raw_release)
+from dataset.public.peta_reid import reid_split
 from dataset.registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 MAT_FILE = "PETA.mat"
 IMAGE_DIR = "images"
 N_EXTRA_COLS = 4  # image / identity bookkeeping columns before the attributes
-SPLIT_CHOICES = ("identity", "mat")
+SPLIT_CHOICES = ("identity", "mat", "reid")
 
 
 @dataclass
@@ -96,8 +98,8 @@ def mat_partition(cfg: CN, mat: PetaMat) -> dict[str, np.ndarray]:
 def split_mode(cfg: CN) -> str:
     choice = str(cfg.DATASET.PETA_SPLIT)
     if choice not in SPLIT_CHOICES:
-        raise DataError(f"DATASET.PETA_SPLIT = {choice!r}; use identity (identity-disjoint) or mat "
-                        "(a PETA.mat partition)")
+        raise DataError(f"DATASET.PETA_SPLIT = {choice!r}; use identity (identity-disjoint), mat "
+                        "(a PETA.mat partition) or reid (the ReID protocol of dataset/public/peta_reid.py)")
     return choice
 
 
@@ -131,6 +133,9 @@ def _mat_keys(book: np.ndarray) -> list[str]:
 def _read_mat_layout(cfg: CN, root: Path, choice: str) -> PARData:
     file = require_file(root / MAT_FILE, f"PETA annotation file (or the original release's '{RAW_DIR}' folder)")
     image_dir = require_dir(root / IMAGE_DIR, "PETA image folder")
+    if choice == "reid":
+        raise DataError(f"DATASET.PETA_SPLIT = reid needs the camera ids of the raw release ('{RAW_DIR}/<subset>/"
+                        f"archive/'), which {file} does not hold; point DATASET.ROOT at the raw release")
     mat = load_peta_mat(file)
     keys = _mat_keys(mat.book)
     splits = mat_partition(cfg, mat) if choice == "mat" else identity_split(keys, mat.labels, cfg)
@@ -182,11 +187,13 @@ def _read_raw_layout(cfg: CN, root: Path, raw_dir: Path, choice: str) -> PARData
         row_to_raw = align_mat(raw, mat.book[:, 2], mat.book[:, 3], mat.file)
         splits = _raw_partition(cfg, mat, raw.labels, row_to_raw)
         eval_idx = [PETA_ATTRS.index(mat.names[j]) for j in mat.eval_idx]
+    elif choice == "reid":
+        splits = reid_split(raw, int(cfg.DATASET.SPLIT_SEED))
     else:
         splits = identity_split(raw.identity_keys(), raw.labels, cfg)
     names = [p.relative_to(raw_dir).as_posix() for p in raw.image_paths]
     data = build_pardata(cfg, "PETA", raw_dir, raw_dir, names,
-                         raw.labels, list(PETA_ATTRS), eval_idx, _with_trainval(splits))
+                         raw.labels, list(PETA_ATTRS), eval_idx, splits if choice == "reid" else _with_trainval(splits))
     return dataclasses.replace(data, identities=raw.identity_codes(), cameras=raw.camera_codes())
 
 

@@ -3,6 +3,7 @@
 For each query the gallery is ranked by distance, after removing
   * gallery images of the query's identity taken by the query's camera (the same-camera rule), and
   * junk images (pid -1, also PARData's 'unknown identity');
+an unknown camera (code < 0: a subset whose file names encode none) is never "the query's camera";
 distractors (Market-1501's pid 0) stay in the ranking as negatives: no query carries their pid. A
 query with no match left (a pid -1 query never has one) is excluded from the means and counted in
 ``n_queries_no_match``.
@@ -58,6 +59,15 @@ def _chunk_rows(n_gallery: int, chunk: int | None) -> int:
     return int(chunk) if chunk else max(1, CHUNK_ELEMENTS // max(n_gallery, 1))
 
 
+def ignored_pairs(q_pids: torch.Tensor, q_cams: torch.Tensor, g_pids: torch.Tensor,
+                  g_cams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same identity, ignored) masks (Q, G): same-camera matches and junk are ignored; an unknown
+    camera (< 0) matches no camera, so multi-shot images without camera ids still count as matches."""
+    same_id = g_pids[None, :] == q_pids[:, None]
+    same_cam = (g_cams[None, :] == q_cams[:, None]) & (q_cams >= 0)[:, None]
+    return same_id, (same_id & same_cam) | (g_pids == JUNK)[None, :]
+
+
 def _chunk_stats(dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor, g_pids: torch.Tensor,
                  g_cams: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per query of one chunk: (#matches, 0-based rank of the first match, AP, INP).
@@ -67,8 +77,7 @@ def _chunk_stats(dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
     fewer than i + 1 matches are strictly closer than d (one searchsorted); a histogram of those
     counts, cumulated, gives the non-matches before every match. Ties rank the non-match first
     (pessimistic: a collapsed embedding cannot score well)."""
-    same_id = g_pids[None, :] == q_pids[:, None]
-    ignored = (same_id & (g_cams[None, :] == q_cams[:, None])) | (g_pids == JUNK)[None, :]
+    same_id, ignored = ignored_pairs(q_pids, q_cams, g_pids, g_cams)
     match = same_id & ~ignored
     n_rel = match.sum(1)
     n, m, dev = len(dist), int(n_rel.max()) if len(dist) else 0, dist.device
@@ -172,8 +181,7 @@ def ranked_lists(dist_rows, q_pids, g_pids, q_cams, g_cams, *, topk: int = 10) -
     d = _as_tensor(dist_rows, torch.float32).clone()
     qp, qc = _check_ids("query", q_pids, q_cams, d.shape[0])
     gp, gc = _check_ids("gallery", g_pids, g_cams, d.shape[1])
-    same = gp[None, :] == qp[:, None]
-    ignored = (same & (gc[None, :] == qc[:, None])) | (gp == JUNK)[None, :]
+    same, ignored = ignored_pairs(qp, qc, gp, gc)
     d[ignored] = float("inf")
     k = min(topk, d.shape[1])
     val, idx = torch.sort(d, dim=1, stable=True)

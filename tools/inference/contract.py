@@ -106,7 +106,7 @@ def contract_for_run(cfg, data: PARData, model: torch.nn.Module, criterion, spli
 
 def evaluated_attrs(cfg, data: PARData) -> list[str]:
     """METRIC.EVAL_ATTRS: [] (every trained attribute) or the release's published evaluated subset."""
-    if cfg.METRIC.EVAL_ATTRS != "published":
+    if cfg.METRIC.EVAL_ATTRS != "published" or not data.attr_names:  # TASK reid trains no attribute
         return []
     if not data.eval_attrs:
         from configs.errors import ConfigError  # a config mistake found once the data is known
