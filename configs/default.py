@@ -117,6 +117,8 @@ _C.TRAIN.DATAAUG.ON_GPU = True  # run tensor augmentation on the training device
 _C.TRAIN.DATAAUG.RANDOM_ERASING = 0.0  # probability of erasing one random rectangle per training image (Zhong et
 #                                       al. 2020: 2-40 % of the area, aspect 0.3-3.3, filled with the ImageNet mean;
 #                                       ReID: 0.5); drawn with the batch's seeded generator, after flip + crop
+_C.TRAIN.DATAAUG.LOW_QUALITY = 0.0  # probability of degrading a training image like a CCTV crop (downscale x0.25-0.75
+#                                    and back, then each with p 1/2: blur, JPEG q15-60, noise; dataset/degrade.py)
 _C.TRAIN.OPTIMIZER = CN()
 _C.TRAIN.OPTIMIZER.TYPE = "adam"  # sgd | adam | adamw
 _C.TRAIN.OPTIMIZER.MOMENTUM = 0.9  # sgd momentum

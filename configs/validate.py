@@ -109,9 +109,10 @@ REID_SELECT = ("mAP", "rank1", "mINP")  # METRIC.SELECT values scored on the ReI
 
 def check_task_config(cfg: CN) -> None:
     """TASK reid / multitask: PK batches, a ReID selection metric only where there is an embedding."""
-    p = cfg.TRAIN.DATAAUG.RANDOM_ERASING
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"TRAIN.DATAAUG.RANDOM_ERASING = {p} is a probability; use a value in [0, 1] (ReID: 0.5)")
+    for key, hint in (("RANDOM_ERASING", "ReID: 0.5"), ("LOW_QUALITY", "e.g. 0.3")):
+        p = cfg.TRAIN.DATAAUG[key]
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"TRAIN.DATAAUG.{key} = {p} is a probability; use a value in [0, 1] ({hint})")
     if cfg.TASK == "par":
         if cfg.METRIC.SELECT in REID_SELECT:
             raise ConfigError(f"METRIC.SELECT {cfg.METRIC.SELECT} is a ReID metric but TASK is par; select on ma | "

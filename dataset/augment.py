@@ -1,4 +1,5 @@
-"""Training augmentation on batched tensors (on the training device): flip + pad-and-crop, random erasing.
+"""Training augmentation on batched tensors (on the training device): flip + pad-and-crop, random erasing,
+synthetic low quality (``dataset.degrade``).
 
 Randomness comes from an explicit generator seeded by (seed, epoch, step), so an interrupted
 run that resumes mid-epoch draws exactly the same augmentations. Under DDP every rank draws
@@ -10,14 +11,17 @@ import math
 
 import torch
 
+from dataset.degrade import low_quality as low_quality_batch
+
 PAD = 8  # pixels of translation each way (at 256x128 the seed used a 10 px pad)
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, total: int | None = None,
-                  start: int = 0, *, erase: float = 0.0) -> torch.Tensor:
+                  start: int = 0, *, erase: float = 0.0, low_quality: float = 0.0) -> torch.Tensor:
     """``x``: (B, C, H, W), any dtype (uint8 is cheapest). Random horizontal flip, then a random
     translation by up to ``pad`` pixels with zero fill (= zero-pad by ``pad`` and crop H x W), then
-    (``erase`` > 0) random erasing with that probability per image (see ``random_erase``).
+    (``erase`` > 0) random erasing with that probability per image (see ``random_erase``), then
+    (``low_quality`` > 0) the synthetic low-quality degradation of ``dataset.degrade``.
 
     Parameters are drawn for ``total`` samples (default B) and samples ``start:start+B`` are used.
     """
@@ -31,8 +35,9 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, total: 
         out = _flip_shift_copies(x, flip, shift)
     else:
         out = _flip_shift_gather(x, flip.to(x.device, non_blocking=True), shift.to(x.device, non_blocking=True))
-    # drawn after flip / shift: erase 0 leaves those draws, and so every earlier run, unchanged
-    return random_erase(out, gen, erase, total=total, start=start) if erase > 0 else out
+    # drawn after flip / shift (and erasing): a 0 leaves the earlier draws, and so every earlier run, unchanged
+    out = random_erase(out, gen, erase, total=total, start=start) if erase > 0 else out
+    return low_quality_batch(out, gen, low_quality, total=total, start=start) if low_quality > 0 else out
 
 
 ERASE_AREA = (0.02, 0.4)  # share of the image area (Zhong et al. 2020, torchreid / fast-reid defaults)

@@ -130,5 +130,6 @@ def build_loaders(cfg: CN, data: PARData, splits: list[str], device: torch.devic
                                  images=images, files=files, num_workers=cfg.TRAIN.NUM_WORKERS,
                                  rank=rank, world=world, augment=cfg.TRAIN.DATAAUG.TYPE != "none", bad=bad,
                                  augment_on_device=cfg.TRAIN.DATAAUG.ON_GPU, sampler=sampler, identities=ids,
-                                 erase=cfg.TRAIN.DATAAUG.RANDOM_ERASING)
+                                 erase=cfg.TRAIN.DATAAUG.RANDOM_ERASING,
+                                 low_quality=cfg.TRAIN.DATAAUG.LOW_QUALITY)
     return loaders, bad

@@ -110,7 +110,7 @@ class BatchLoader:
                  num_workers: int = 0, rank: int = 0, world: int = 1, augment: bool = True,
                  augment_on_device: bool = True,
                  bad: BadImageLog | None = None, sampler=None, identities: np.ndarray | None = None,
-                 erase: float = 0.0):
+                 erase: float = 0.0, low_quality: float = 0.0):
         self.rows = np.asarray(rows, np.int64)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
@@ -130,7 +130,7 @@ class BatchLoader:
         # replaces the shuffle; targets become {"attrs": labels, "ids": class per row} (samplers.identity_lookup)
         self.sampler = sampler if train else None
         self.identities = None if identities is None else torch.as_tensor(identities, dtype=torch.long)
-        self.erase = erase
+        self.erase, self.low_quality = erase, low_quality
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
@@ -193,7 +193,8 @@ class BatchLoader:
             # drawn for the global batch, this rank's slice kept (DDP = single process). uint8: 4x less to move.
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, step + self._offset)) & 0x7FFFFFFF)
             x = augment_batch(x, gen, total=max(self._per_rank, x.shape[0]) * self.world,
-                              start=self.rank * max(self._per_rank, x.shape[0]), erase=self.erase)
+                              start=self.rank * max(self._per_rank, x.shape[0]), erase=self.erase,
+                              low_quality=self.low_quality)
         x = to_model_input(x.to(self.device, non_blocking=True))  # uint8 -> float32 [0, 1] in one pass
         y = self.labels[torch.as_tensor(rows)].to(self.device, non_blocking=True)
         if self.identities is not None:
