@@ -29,7 +29,7 @@ _C.DATASET.ATTRS = []  # attributes to learn, in order; empty = every attribute 
 _C.DATASET.GROUPS = []  # attribute groups: [name, kind, attr, attr, ...], kind = exclusive | optional
 _C.DATASET.LABEL = "eval"  # public datasets: eval (published evaluated subset) | all
 _C.DATASET.SPLIT_ID = 0  # public datasets with several random partitions (PETA, RAP)
-_C.DATASET.PETA_SPLIT = "identity"  # PETA: identity (stratified, identity-disjoint, seed DATASET.SPLIT_SEED) | mat
+_C.DATASET.PETA_SPLIT = "identity"  # PETA: identity (stratified, identity-disjoint, seed DATASET.SPLIT_SEED) | mat | reid (query/gallery; raw release)
 #                                      (PETA.mat partition SPLIT_ID; its 5 partitions share identities)
 _C.DATASET.PETA_SPLIT_FRACTIONS = [0.6, 0.2, 0.2]  # PETA identity split: train / val / test share of images
 #                                                   (PETAzs-like); a sum below 1 leaves the rest unused
@@ -185,7 +185,8 @@ _C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else ssdlite) | ssdlite (o
 _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,score)
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
 _C.TEST.YOLO_CONF = 0.4  # detector score threshold
-_C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N frames
+_C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N detected frames
+_C.TEST.DETECT_EVERY = 1  # run the detector (then tracker and PAR) every N frames; the tracks are held in between
 _C.TEST.OVERLAP = True  # video: decode and detect the next frames in a worker thread while PAR runs on this one
 _C.TEST.PAR_RUNTIME = "auto"  # video PAR: auto (onnx on a CPU when onnxruntime is installed) | onnx | torch
 _C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities

@@ -173,6 +173,35 @@ def test_check_per_frame_window_and_max_frames(clip, tmp_path):
     assert all(t["n_classified"] == 4 and t["frames_seen"] == 12 for t in data["tracks"])
 
 
+def test_detect_every_holds_tracks_between_detected_frames(clip, tmp_path):
+    video, det = clip
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def __init__(self):
+            self.inner = build_detector("file", det_file=det)
+
+        def __call__(self, frame, index):
+            calls.append(index)
+            return self.inner(frame, index)
+
+    opts = VideoOptions(detect_every=3, check_per_frame=2, max_frames=12, progress=False)
+    s = process_video(video, FakePredictor(), opts, tmp_path, detector=Counting())
+    assert calls == [1, 4, 7, 10] and s["frames"] == 12
+    assert json.loads((tmp_path / "clip_tracks.json").read_text())["detect_every"] == 3
+    assert s["crops_classified"] == 2 * 2  # PAR on detected frames 1 and 7 (every 2nd detected frame)
+    _, rows = _read_csv(tmp_path / "clip_frames.csv")
+    red_id = rows[0]["track_id"]
+    red = [r for r in rows if r["track_id"] == red_id]
+    assert len(red) == 12 and [r["classified"] for r in red] == ["1"] + ["0"] * 5 + ["1"] + ["0"] * 5
+    boxes = [tuple(r[k] for k in ("x1", "y1", "x2", "y2")) for r in red]
+    assert boxes[0] == boxes[1] == boxes[2] != boxes[3] == boxes[4] == boxes[5]  # held between detections
+    with pytest.raises(ValueError, match="DETECT_EVERY"):
+        process_video(video, FakePredictor(), VideoOptions(detect_every=0), tmp_path / "bad")
+
+
 def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_errors(clip, tmp_path):
     video, det = clip
     outs = {}

@@ -194,6 +194,9 @@ class OnnxPredictor(Predictor):
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
+        # idle pool threads sleep instead of spinning: on a CPU shared with the video detector's thread (or
+        # a training), spinning workers steal the cores the other work needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
 

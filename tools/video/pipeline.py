@@ -63,6 +63,7 @@ class VideoOptions:
     conf: float = 0.4  # TEST.YOLO_CONF: detector score threshold (ByteTrack's high threshold)
     hog_scale: float = 1.05
     check_per_frame: int = 1
+    detect_every: int = 1  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
     smoothing: str = "ema"
     ema_alpha: float = 0.3
     window: int = 15
@@ -90,11 +91,13 @@ class VideoOptions:
                    min_box_width=t.MIN_BOX_WIDTH, max_frames=t.MAX_FRAMES, threshold=cfg.METRIC.THRESHOLD,
                    device=None if cfg.DEVICE == "auto" else cfg.DEVICE, ssd_score=t.SSD_SCORE, ssd_nms=t.SSD_NMS,
                    ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT,
-                   overlap=t.OVERLAP)
+                   overlap=t.OVERLAP, detect_every=t.DETECT_EVERY)
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
             raise ValueError(f"TEST.CHECK_PER_FRAME must be >= 1, got {self.check_per_frame}")
+        if self.detect_every < 1:
+            raise ValueError(f"TEST.DETECT_EVERY must be >= 1 (1 = every frame), got {self.detect_every}")
         if self.max_frames < 0:
             raise ValueError(f"TEST.MAX_FRAMES must be >= 0 (0 = whole video), got {self.max_frames}")
         make_smoother(self.smoothing, self.ema_alpha, self.window)  # raises on bad values
@@ -309,11 +312,13 @@ class _VideoRun:
         # a checkpoint's Predictor carries its contract's decoder (thresholds, group decoding)
         self.decoder = getattr(predictor, "decoder", None) or LabelDecoder(self.attr_names, predictor.groups,
                                                                            opts.threshold)
-        self.tracker = ByteTracker(self.meta["fps"], opts.conf)
+        # the tracker sees only the detected frames: its frame rate is theirs
+        self.tracker = ByteTracker(self.meta["fps"] / opts.detect_every, opts.conf)
+        self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
         self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
         self.warm: tuple[float, dict, int] | None = None  # (elapsed, secs, crops) after frame 1: warm-up
-        self.n_frames = self.n_crops = 0
+        self.n_frames = self.n_crops = self.n_detected = 0
         self.writer = self._open_writer()
         self.csv_file = open(self.paths["csv"], "w", newline="", encoding="utf-8")
         self.rows = csv.writer(self.csv_file)
@@ -338,15 +343,19 @@ class _VideoRun:
         return self.tracks[tid]
 
     def step(self, frame: np.ndarray, dets: Any, det_seconds: float) -> None:
-        """Track ``frame``'s detections, classify (every CHECK_PER_FRAME frames), write its rows and drawing."""
+        """Track ``frame``'s detections, classify (every CHECK_PER_FRAME detected frames), write its rows and
+        drawing. ``dets`` None: a frame the detector skipped (TEST.DETECT_EVERY); the last tracks are held."""
         self.n_frames += 1
         self.secs["detector"] += det_seconds
         t1 = time.perf_counter()
-        tracked = self.tracker.update(dets)
+        if dets is not None:
+            self.n_detected += 1
+            self.tracked = self.tracker.update(dets)
+        tracked = self.tracked
         t2 = time.perf_counter()
         boxes = [_clip(b, self.meta["width"], self.meta["height"]) for b in tracked.xyxy]
         classified: set[int] = set()
-        if (self.n_frames - 1) % self.opts.check_per_frame == 0 and len(tracked):
+        if dets is not None and (self.n_detected - 1) % self.opts.check_per_frame == 0 and len(tracked):
             which, probs, embs = _classify(frame, boxes, self.predictor, self.opts, len(self.attr_names))
             self.n_crops += len(which)
             for k, (i, p) in enumerate(zip(which, probs)):
@@ -423,7 +432,7 @@ class _VideoRun:
             **summary, "video_info": self.meta, "attr_names": self.attr_names,
             "groups": [[g.name, g.kind, *g.attrs] for g in self.decoder.groups], "threshold": o.threshold,
             "smoothing": {"type": o.smoothing, "ema_alpha": o.ema_alpha, "window": o.window},
-            "check_per_frame": o.check_per_frame,
+            "check_per_frame": o.check_per_frame, "detect_every": o.detect_every,
             "tracks": [_track_json(r, self.attr_names, self.decoder) for r in tracks],
             # best classified crop per track: {track id: {file (relative to this JSON), frame}}
             "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame} for r in tracks if r.thumb_path},
@@ -446,12 +455,16 @@ class _VideoRun:
         """(frame, detections, detector seconds) per frame. With TEST.OVERLAP the next frames are decoded and
         detected in a worker thread while this one is tracked and classified (OpenCV, onnxruntime and
         PyTorch release the GIL, so the detector and the PAR model run at the same time)."""
-        stream = _detect_each(self.frames(), self.detector)
+        stream = _detect_each(self.frames(), self.detector, self.opts.detect_every)
         yield from (_prefetched(stream) if self.opts.overlap else stream)
 
 
-def _detect_each(frames: Iterable[np.ndarray], detector: Detector):
+def _detect_each(frames: Iterable[np.ndarray], detector: Detector, every: int = 1):
+    """(frame, detections, seconds); detections None on the frames between every ``every``-th."""
     for i, frame in enumerate(frames, 1):
+        if (i - 1) % every:
+            yield frame, None, 0.0
+            continue
         t0 = time.perf_counter()
         dets = detector(frame, i)
         yield frame, dets, time.perf_counter() - t0

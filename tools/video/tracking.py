@@ -35,12 +35,16 @@ class ByteTracker:
         self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
                                     minimum_matching_threshold=match_thresh, frame_rate=fps)
 
+    @staticmethod
+    def empty() -> TrackedBoxes:
+        return TrackedBoxes(np.zeros(0, int), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
     def update(self, det: Detections) -> TrackedBoxes:
         d = sv.Detections(xyxy=np.asarray(det.xyxy, np.float32).reshape(-1, 4),
                           confidence=np.asarray(det.scores, np.float32).reshape(-1),
                           class_id=np.zeros(len(det), dtype=int))
         out = self.tracker.update_with_detections(d)
         if len(out) == 0:
-            return TrackedBoxes(np.zeros(0, int), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+            return self.empty()
         return TrackedBoxes(np.asarray(out.tracker_id, int), np.asarray(out.xyxy, np.float32),
                             np.asarray(out.confidence, np.float32))
