@@ -243,6 +243,10 @@ _C.REID.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jacca
 _C.REID.VIS_QUERIES = 8  # queries drawn in the ranked-list picture (query + top-10, green/red); 0 = none
 _C.REID.CENTER_LR = 0.5  # center loss: SGD step of the centers, inside the loss (BoT's separate optimiser, lr 0.5)
 _C.REID.TASK_WEIGHT = 1.0  # TASK multitask: weight of the ReID loss (ID + triplet + center) in the total
+_C.REID.TASK_WEIGHTING = "fixed"  # TASK multitask: fixed (TASK_WEIGHT / ATTR_WEIGHT) | gradnorm (GradNorm across the
+#                                   two tasks, on the backbone's last shared layer, starting from the fixed weights)
+_C.REID.GRADNORM_ALPHA = 1.5  # REID.TASK_WEIGHTING gradnorm: restoring-force exponent (Chen et al. 2018)
+_C.REID.GRADNORM_LR = 0.025  # REID.TASK_WEIGHTING gradnorm: Adam learning rate of the two task weights
 _C.REID.ATTR_WEIGHT = 1.0  # TASK multitask: weight of the attribute loss (the LOSS.* stack) in the total
 
 # ----------------------------------------------------------------------------- distributed

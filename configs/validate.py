@@ -129,3 +129,8 @@ def check_task_config(cfg: CN) -> None:
     bad = [f"{key} = {v}" for key, v in weights.items() if v < 0]
     if bad:
         raise ConfigError(f"{bad[0]} is negative; loss weights and the center step must be >= 0")
+    if cfg.REID.TASK_WEIGHTING not in ("fixed", "gradnorm"):
+        raise ConfigError(f"REID.TASK_WEIGHTING = {cfg.REID.TASK_WEIGHTING!r} is not one of fixed | gradnorm")
+    if cfg.REID.TASK_WEIGHTING == "gradnorm" and cfg.TASK != "multitask":
+        raise ConfigError("REID.TASK_WEIGHTING gradnorm weighs the two tasks of TASK multitask; "
+                          f"TASK {cfg.TASK} has one (use fixed)")

@@ -31,13 +31,16 @@ class GradNormError(ConfigError):
     """GradNorm cannot run with this model / fine-tuning mode; the message says why."""
 
 
-class GradNormTerm(nn.Module):
+class GradNormWeights(nn.Module):
+    """The GradNorm task weights of ``num_attrs`` tasks: ``w = weights(losses)`` returns this step's
+    (detached) weights and, in training, moves them as the module note says. GradNormTerm uses one
+    task per attribute; TASK multitask uses it for the two tasks (REID.TASK_WEIGHTING gradnorm)."""
+
     def __init__(self, num_attrs: int, shared_params: Callable[[], list[nn.Parameter]], *, alpha: float = 1.5,
-                 lr: float = 0.025, label_smooth: float = 0.0, sample_weight: bool = False, scale: float = 1.0):
+                 lr: float = 0.025):
         super().__init__()
         self.num_attrs = num_attrs
         self.alpha = alpha
-        self.base = BCETerm(label_smooth, sample_weight, scale)
         self._shared = shared_params  # a callable: the model's parameters must not enter this state_dict
         self.weights = nn.Parameter(torch.ones(num_attrs))
         self.register_buffer("initial_losses", torch.zeros(num_attrs))
@@ -59,13 +62,12 @@ class GradNormTerm(nn.Module):
                 if torch.is_tensor(v) and k != "step":  # Adam keeps 'step' on the CPU
                     st[k] = v.to(device)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor, priors: torch.Tensor | None,
-                sizesum: bool) -> torch.Tensor:
-        losses = self.base(z, y, known, priors, sizesum)  # (A,)
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        """(num_attrs,) losses -> the weights to train on this step (before this step's update)."""
         w_now = self.weights.detach().clone()  # clone: the update below is in place
         if self.training and torch.is_grad_enabled() and losses.requires_grad:
             self._update(losses)
-        return w_now * losses
+        return w_now
 
     def shared_trainable(self) -> list[nn.Parameter]:
         params = [p for p in self._shared() if p.requires_grad]
@@ -117,3 +119,17 @@ class GradNormTerm(nn.Module):
             self.weights.clamp_(min=MIN_WEIGHT)
             self.weights.mul_(self.num_attrs / self.weights.sum())
         self.last_grad_loss = grad_loss.detach()
+
+
+class GradNormTerm(GradNormWeights):
+    """Per-attribute BCE, each attribute a GradNorm task (the ``gradnorm`` loss term)."""
+
+    def __init__(self, num_attrs: int, shared_params: Callable[[], list[nn.Parameter]], *, alpha: float = 1.5,
+                 lr: float = 0.025, label_smooth: float = 0.0, sample_weight: bool = False, scale: float = 1.0):
+        super().__init__(num_attrs, shared_params, alpha=alpha, lr=lr)
+        self.base = BCETerm(label_smooth, sample_weight, scale)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, known: torch.Tensor, priors: torch.Tensor | None,
+                sizesum: bool) -> torch.Tensor:
+        losses = self.base(z, y, known, priors, sizesum)  # (A,)
+        return super().forward(losses) * losses

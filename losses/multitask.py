@@ -3,8 +3,9 @@
 ``model_output`` is ``models.reid_model.ReIDModel``'s dict, ``targets`` the ReID batch loader's
 ``{"attrs": (B, A) labels, "ids": (B,) identity classes}``. The total is
     REID.TASK_WEIGHT * (ID + triplet + center, ``losses.reid``) + REID.ATTR_WEIGHT * (the LOSS.* stack)
-with the attribute term only for multitask (fixed weights; GradNorm across the two tasks is not
-offered). ``parts`` names each ReID term (``id``, ``triplet``, ``center``), the attribute stack's
+with the attribute term only for multitask. REID.TASK_WEIGHTING gradnorm multiplies the two weighted
+task losses by GradNorm weights (two tasks, sum 2, on the backbone's last shared layer; ``losses.gradnorm``),
+logged as ``w_reid`` / ``w_attr``. ``parts`` names each ReID term (``id``, ``triplet``, ``center``), the attribute stack's
 terms under their own names, and the two task totals ``reid`` / ``attr`` (multitask).
 
 The center loss's centers are not in the model's optimiser: as in Bag of Tricks (a separate SGD at
@@ -18,15 +19,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from losses.gradnorm import GradNormWeights
 from losses.reid import CenterLoss, ReIDCriterion, build_reid_losses
 from losses.stack import LossStack
 
 
 class TaskCriterion(nn.Module):
     def __init__(self, reid: ReIDCriterion, attrs: LossStack | None = None, *, reid_weight: float = 1.0,
-                 attr_weight: float = 1.0, center_lr: float = 0.5):
+                 attr_weight: float = 1.0, center_lr: float = 0.5, task_weights: GradNormWeights | None = None):
         super().__init__()
-        self.reid, self.attrs = reid, attrs
+        self.reid, self.attrs, self.task_weights = reid, attrs, task_weights
         self.reid_weight, self.attr_weight, self.center_lr = float(reid_weight), float(attr_weight), float(center_lr)
         if self.center is not None:
             self.center.centers.requires_grad_(False)  # moved here, not by the model's optimiser
@@ -54,8 +56,14 @@ class TaskCriterion(nn.Module):
         total = self.reid_weight * reid
         if self.attrs is not None:
             attr, attr_parts = self.attrs(out["attrs"], targets["attrs"])
-            total = total + self.attr_weight * attr
             parts = {**parts, **attr_parts, "reid": reid.detach(), "attr": attr.detach()}
+            if self.task_weights is None:
+                total = total + self.attr_weight * attr
+            else:
+                losses = torch.stack([self.reid_weight * reid, self.attr_weight * attr.to(reid.dtype)])
+                w = self.task_weights(losses)
+                total = (w * losses).sum()
+                parts.update(w_reid=w[0], w_attr=w[1])
         if self.center is not None and self.training and torch.is_grad_enabled():
             self._step_centers(out["feat"], ids)
         return total, parts
@@ -83,9 +91,16 @@ class TaskCriterion(nn.Module):
         return f"reid_weight={self.reid_weight:g}, attr_weight={self.attr_weight:g}, center_lr={self.center_lr:g}"
 
 
-def build_task_loss(cfg, num_ids: int, feat_dim: int, attrs: LossStack | None = None) -> TaskCriterion:
-    """``cfg.REID`` (and, multitask, the attribute stack built from ``cfg.LOSS``) -> the criterion."""
+def build_task_loss(cfg, num_ids: int, feat_dim: int, attrs: LossStack | None = None,
+                    model: nn.Module | None = None) -> TaskCriterion:
+    """``cfg.REID`` (and, multitask, the attribute stack built from ``cfg.LOSS``) -> the criterion; ``model``
+    (its ``shared_params()``) is needed for REID.TASK_WEIGHTING gradnorm."""
     reid = build_reid_losses(cfg.REID, num_ids, feat_dim)
     multi = cfg.TASK == "multitask"
+    task_weights = None
+    if multi and cfg.REID.TASK_WEIGHTING == "gradnorm":
+        if model is None:
+            raise ValueError("REID.TASK_WEIGHTING gradnorm needs the model (its shared_params())")
+        task_weights = GradNormWeights(2, model.shared_params, alpha=cfg.REID.GRADNORM_ALPHA, lr=cfg.REID.GRADNORM_LR)
     return TaskCriterion(reid, attrs if multi else None, reid_weight=cfg.REID.TASK_WEIGHT if multi else 1.0,
-                         attr_weight=cfg.REID.ATTR_WEIGHT, center_lr=cfg.REID.CENTER_LR)
+                         attr_weight=cfg.REID.ATTR_WEIGHT, center_lr=cfg.REID.CENTER_LR, task_weights=task_weights)

@@ -58,6 +58,10 @@ class ReIDModel(InputNormalisation):
             raise TypeError("forward_attrs needs TASK multitask (an attribute head)")
         return self.head(self.reid_head.pooled(fmap))
 
+    def shared_params(self) -> list[nn.Parameter]:
+        """The last layer both tasks share (GradNorm across the tasks, REID.TASK_WEIGHTING gradnorm)."""
+        return list(self.backbone.shared_params())
+
     def param_groups(self) -> dict[str, list[nn.Module]]:
         """The backbone's groups, then ``head``: both heads are new layers (LR_NEW, trained by FINETUNE.MODE head)."""
         heads = [self.reid_head] + ([self.head] if self.head is not None else [])

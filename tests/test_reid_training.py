@@ -196,13 +196,14 @@ def test_multitask_on_the_real_market_attributes(tmp_path):
     parts = sio.loadmat(str(mat), simplify_cells=True)["market_attribute"]
     train_ids, test_ids = ([int(p) for p in parts[s]["image_index"][:n]] for s, n in (("train", 20), ("test", 6)))
     root = write_market(tmp_path / "Market-1501", train_ids, test_ids)
-    opts = ["TASK", "multitask", "DATASET.ATTR_FILE", str(mat), "METRIC.SELECT", "mAP",
+    opts = ["TASK", "multitask", "DATASET.ATTR_FILE", str(mat), "METRIC.SELECT", "mAP", "REID.TASK_WEIGHTING", "gradnorm",
             *overrides(root, tmp_path / "exp")]
     summary = run_reid_training(load_config(MARKET_YAML, opts))
     exp = exp_of(tmp_path / "exp")
     best = check_retrieval_files(exp)
     header, rows = metrics(exp)
-    assert {"val_ma", "test_ma", "train_bce", "train_id", "train_triplet", "train_center"} <= set(header)
+    assert {"val_ma", "test_ma", "train_bce", "train_id", "train_triplet", "train_center", "train_w_reid"} <= set(header)
+    assert all(float(r["train_w_reid"]) + float(r["train_w_attr"]) == pytest.approx(2.0, abs=1e-4) for r in rows)
     assert 0.0 <= best["val"]["ma"] <= 1.0 and summary["select"] == "mAP"
     assert best["val"]["mAP"] == pytest.approx(max(float(r["val_mAP"]) for r in rows), abs=1e-5)  # selected on it
     assert (exp / "attributes_best.csv").is_file()
@@ -308,3 +309,35 @@ def test_the_par_trainer_refuses_a_reid_config(tmp_path):
 
     with pytest.raises(ConfigError, match="ReIDTrainer"):
         Trainer(load_config(MARKET_YAML, ["TASK", "reid", "OUTPUT_DIR", str(tmp_path)]))
+
+
+def test_gradnorm_across_the_two_tasks_balances_their_gradients():
+    from configs import ConfigError, load_config
+    from losses.bce import BCETerm
+    from losses.gradnorm import GradNormWeights
+    from losses.multitask import TaskCriterion
+    from losses.reid import CenterLoss, ReIDCriterion
+    from losses.stack import LossStack
+
+    torch.manual_seed(0)
+    shared, head = torch.nn.Linear(6, 4), torch.nn.Linear(4, 3)
+    weights = GradNormWeights(2, lambda: list(shared.parameters()), alpha=1.5, lr=0.05)
+    # the ReID term weighted 20x: its gradient on the shared layer dominates at equal training rates
+    crit = TaskCriterion(ReIDCriterion([("center", 1.0, CenterLoss(2, 4))]), LossStack([("bce", 1.0, BCETerm())], 3),
+                         reid_weight=20.0, center_lr=0.0, task_weights=weights)
+    x, ids = torch.randn(8, 6), torch.tensor([0, 1] * 4)
+    y = (torch.rand(8, 3) > 0.5).float()
+    seen = []
+    for _ in range(30):
+        feat = shared(x)
+        loss, parts = crit({"feat": feat, "attrs": head(feat)}, {"ids": ids, "attrs": y})
+        seen.append((float(parts["w_reid"]), float(parts["w_attr"])))
+        assert float(loss.detach()) == pytest.approx(seen[-1][0] * 20 * float(parts["reid"]) + seen[-1][1] * float(parts["attr"]),
+                                            rel=1e-5)
+    assert seen[0] == (1.0, 1.0)
+    assert all(w_r + w_a == pytest.approx(2.0, abs=1e-5) for w_r, w_a in seen)
+    assert seen[-1][0] < 0.8 < 1.2 < seen[-1][1]  # the dominating task is weighed down
+    with pytest.raises(ConfigError, match="TASK_WEIGHTING gradnorm weighs the two tasks"):
+        load_config(MARKET_YAML, ["TASK", "reid", "REID.TASK_WEIGHTING", "gradnorm"])
+    with pytest.raises(ConfigError, match="fixed \\| gradnorm"):
+        load_config(MARKET_YAML, ["TASK", "multitask", "REID.TASK_WEIGHTING", "uncertainty"])

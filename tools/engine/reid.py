@@ -164,7 +164,7 @@ class ReIDTrainer(Trainer):
         self.ema = ModelEma(self.model, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         attrs = (build_loss(cfg, data.attr_names, data.groups, data.label_priors(self.train_split), self.model)
                  if cfg.TASK == "multitask" else None)
-        self.criterion = build_task_loss(cfg, self.num_ids, self.model.embed_dim, attrs).to(rt.device)
+        self.criterion = build_task_loss(cfg, self.num_ids, self.model.embed_dim, attrs, self.model).to(rt.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
