@@ -63,7 +63,7 @@ class VideoOptions:
     conf: float = 0.4  # TEST.YOLO_CONF: detector score threshold (ByteTrack's high threshold)
     hog_scale: float = 1.05
     check_per_frame: int = 1
-    detect_every: int = 1  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
+    detect_every: int = 2  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
     smoothing: str = "ema"
     ema_alpha: float = 0.3
     window: int = 15
