@@ -113,6 +113,9 @@ def check_task_config(cfg: CN) -> None:
         p = cfg.TRAIN.DATAAUG[key]
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"TRAIN.DATAAUG.{key} = {p} is a probability; use a value in [0, 1] ({hint})")
+        if p > 0 and cfg.TRAIN.DATAAUG.TYPE == "none":
+            raise ConfigError(f"TRAIN.DATAAUG.{key} = {p} but TRAIN.DATAAUG.TYPE none turns every augmentation off; "
+                              "set TRAIN.DATAAUG.TYPE base or the probability to 0")
     if cfg.TASK == "par":
         if cfg.METRIC.SELECT in REID_SELECT:
             raise ConfigError(f"METRIC.SELECT {cfg.METRIC.SELECT} is a ReID metric but TASK is par; select on ma | "
@@ -131,6 +134,10 @@ def check_task_config(cfg: CN) -> None:
         raise ConfigError(f"{bad[0]} is negative; loss weights and the center step must be >= 0")
     if cfg.REID.TASK_WEIGHTING not in ("fixed", "gradnorm"):
         raise ConfigError(f"REID.TASK_WEIGHTING = {cfg.REID.TASK_WEIGHTING!r} is not one of fixed | gradnorm")
-    if cfg.REID.TASK_WEIGHTING == "gradnorm" and cfg.TASK != "multitask":
-        raise ConfigError("REID.TASK_WEIGHTING gradnorm weighs the two tasks of TASK multitask; "
-                          f"TASK {cfg.TASK} has one (use fixed)")
+    if cfg.REID.TASK_WEIGHTING == "gradnorm":
+        if cfg.TASK != "multitask":
+            raise ConfigError("REID.TASK_WEIGHTING gradnorm weighs the two tasks of TASK multitask; "
+                              f"TASK {cfg.TASK} has one (use fixed)")
+        if min(cfg.REID.TASK_WEIGHT, cfg.REID.ATTR_WEIGHT) <= 0 or cfg.REID.GRADNORM_LR <= 0 or cfg.REID.GRADNORM_ALPHA < 0:
+            raise ConfigError("REID.TASK_WEIGHTING gradnorm needs REID.TASK_WEIGHT and REID.ATTR_WEIGHT > 0 (a task "
+                              "weighted 0 has no gradient to balance), REID.GRADNORM_LR > 0 and REID.GRADNORM_ALPHA >= 0")

@@ -3,7 +3,9 @@
 With probability ``p`` an image is downscaled by a random side factor and scaled back (lost detail),
 then, each with probability 1/2, blurred, JPEG-compressed and given sensor noise. The parameters of
 every sample are drawn from the batch's seeded generator in a fixed number of draws (as in
-``dataset.augment``), so a resumed run and N DDP ranks draw exactly what one process does.
+``dataset.augment``), so a resumed run and N DDP ranks draw exactly what one process does (the pixels
+are bit-identical on the same device type). It runs after random erasing: an erased patch is degraded too,
+as an occluder in a CCTV frame would be.
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ def _lerp(lo_hi: tuple[float, float], u: float) -> float:
 
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     """(1, 3, H, W) float on the 0-255 scale through an OpenCV JPEG round trip (on the CPU)."""
-    arr = img[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    bgr = img[0].flip(0).permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # OpenCV's order
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # never seen; the image is then left uncompressed rather than failing the step
         return img
-    out = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(arr.shape))
+    out = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(bgr.shape)[..., ::-1].copy())
     return out.permute(2, 0, 1)[None].to(img.device, torch.float32)
 
 

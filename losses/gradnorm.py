@@ -79,10 +79,9 @@ class GradNormWeights(nn.Module):
     def _update(self, losses: torch.Tensor) -> None:
         # An overflowing batch (inf/NaN losses or gradients) must not reach w or Adam's moments: NaN
         # survives clamp_ and the renormalisation, so one such step would poison w for good, and
-        # TRAIN.ON_NONFINITE skip (which skips the model's step) could never recover. Skip it here too.
-        if not bool(torch.isfinite(losses.detach()).all()):
-            self.skipped_updates += 1
-            return
+        # TRAIN.ON_NONFINITE skip (which skips the model's step) could never recover. Skip it here too,
+        # decided on the values reduced over the DDP ranks (inf/NaN spreads through the sum), so every
+        # rank enters the same collectives and skips together.
         shared = self.shared_trainable()
         norms = []
         for j in range(self.num_attrs):
@@ -97,6 +96,9 @@ class GradNormWeights(nn.Module):
                 dist.all_reduce(both)
                 both /= dist.get_world_size()
                 grad_norms, current = both[: self.num_attrs], both[self.num_attrs:]
+            if not bool(torch.isfinite(grad_norms).all() and torch.isfinite(current).all()):
+                self.skipped_updates += 1
+                return
             newly = ~self.initial_set & (current > 0)
             self.initial_losses.copy_(torch.where(newly, current, self.initial_losses))
             self.initial_set |= newly

@@ -88,7 +88,8 @@ class TaskCriterion(nn.Module):
             self.attrs.on_validation_end(pos_recall, neg_recall)
 
     def extra_repr(self) -> str:
-        return f"reid_weight={self.reid_weight:g}, attr_weight={self.attr_weight:g}, center_lr={self.center_lr:g}"
+        return (f"reid_weight={self.reid_weight:g}, attr_weight={self.attr_weight:g}, center_lr={self.center_lr:g}, "
+                f"task_weighting={'gradnorm' if self.task_weights is not None else 'fixed'}")
 
 
 def build_task_loss(cfg, num_ids: int, feat_dim: int, attrs: LossStack | None = None,
@@ -102,5 +103,6 @@ def build_task_loss(cfg, num_ids: int, feat_dim: int, attrs: LossStack | None = 
         if model is None:
             raise ValueError("REID.TASK_WEIGHTING gradnorm needs the model (its shared_params())")
         task_weights = GradNormWeights(2, model.shared_params, alpha=cfg.REID.GRADNORM_ALPHA, lr=cfg.REID.GRADNORM_LR)
+        task_weights.shared_trainable()  # FINETUNE.MODE head freezes it: say so now, not at the first step
     return TaskCriterion(reid, attrs if multi else None, reid_weight=cfg.REID.TASK_WEIGHT if multi else 1.0,
                          attr_weight=cfg.REID.ATTR_WEIGHT, center_lr=cfg.REID.CENTER_LR, task_weights=task_weights)

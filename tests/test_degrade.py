@@ -74,3 +74,5 @@ def test_config_key_is_checked():
     assert cfg.TRAIN.DATAAUG.LOW_QUALITY == pytest.approx(0.3)
     with pytest.raises(ConfigError, match="LOW_QUALITY = 1.5 is a probability"):
         load_config(REPO / "configs" / "demo.yaml", ["TRAIN.DATAAUG.LOW_QUALITY", "1.5"])
+    with pytest.raises(ConfigError, match="TYPE none turns every augmentation off"):
+        load_config(REPO / "configs" / "demo.yaml", ["TRAIN.DATAAUG.LOW_QUALITY", "0.3", "TRAIN.DATAAUG.TYPE", "none"])

@@ -339,5 +339,7 @@ def test_gradnorm_across_the_two_tasks_balances_their_gradients():
     assert seen[-1][0] < 0.8 < 1.2 < seen[-1][1]  # the dominating task is weighed down
     with pytest.raises(ConfigError, match="TASK_WEIGHTING gradnorm weighs the two tasks"):
         load_config(MARKET_YAML, ["TASK", "reid", "REID.TASK_WEIGHTING", "gradnorm"])
+    with pytest.raises(ConfigError, match="a task weighted 0 has no gradient"):
+        load_config(MARKET_YAML, ["TASK", "multitask", "REID.TASK_WEIGHTING", "gradnorm", "REID.ATTR_WEIGHT", "0"])
     with pytest.raises(ConfigError, match="fixed \\| gradnorm"):
         load_config(MARKET_YAML, ["TASK", "multitask", "REID.TASK_WEIGHTING", "uncertainty"])

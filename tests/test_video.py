@@ -190,7 +190,13 @@ def test_detect_every_holds_tracks_between_detected_frames(clip, tmp_path):
     opts = VideoOptions(detect_every=3, check_per_frame=2, max_frames=12, progress=False)
     s = process_video(video, FakePredictor(), opts, tmp_path, detector=Counting())
     assert calls == [1, 4, 7, 10] and s["frames"] == 12
-    assert json.loads((tmp_path / "clip_tracks.json").read_text())["detect_every"] == 3
+    data = json.loads((tmp_path / "clip_tracks.json").read_text())
+    assert data["detect_every"] == 3 and data["frames_detected"] == 4
+    # precomputed boxes (the file detector): every frame is used whatever DETECT_EVERY says
+    sf = process_video(video, FakePredictor(), VideoOptions(detector="file", det_file=str(det), detect_every=3,
+                                                            max_frames=6, progress=False), tmp_path / "file")
+    assert sf["crops_classified"] == 2 * 6
+    assert json.loads((tmp_path / "file" / "clip_tracks.json").read_text())["detect_every"] == 1
     assert s["crops_classified"] == 2 * 2  # PAR on detected frames 1 and 7 (every 2nd detected frame)
     _, rows = _read_csv(tmp_path / "clip_frames.csv")
     red_id = rows[0]["track_id"]

@@ -312,8 +312,12 @@ class _VideoRun:
         # a checkpoint's Predictor carries its contract's decoder (thresholds, group decoding)
         self.decoder = getattr(predictor, "decoder", None) or LabelDecoder(self.attr_names, predictor.groups,
                                                                            opts.threshold)
+        # precomputed boxes (the file detector) cost nothing to read: every frame uses them
+        self.every = 1 if getattr(self.detector, "name", "") == "file" else opts.detect_every
+        if self.every > 1:
+            log.info("%s: detecting every %d frames (TEST.DETECT_EVERY), tracks held in between", video, self.every)
         # the tracker sees only the detected frames: its frame rate is theirs
-        self.tracker = ByteTracker(self.meta["fps"] / opts.detect_every, opts.conf)
+        self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.conf)
         self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
         self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
@@ -432,7 +436,7 @@ class _VideoRun:
             **summary, "video_info": self.meta, "attr_names": self.attr_names,
             "groups": [[g.name, g.kind, *g.attrs] for g in self.decoder.groups], "threshold": o.threshold,
             "smoothing": {"type": o.smoothing, "ema_alpha": o.ema_alpha, "window": o.window},
-            "check_per_frame": o.check_per_frame, "detect_every": o.detect_every,
+            "check_per_frame": o.check_per_frame, "detect_every": self.every, "frames_detected": self.n_detected,
             "tracks": [_track_json(r, self.attr_names, self.decoder) for r in tracks],
             # best classified crop per track: {track id: {file (relative to this JSON), frame}}
             "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame} for r in tracks if r.thumb_path},
@@ -455,7 +459,7 @@ class _VideoRun:
         """(frame, detections, detector seconds) per frame. With TEST.OVERLAP the next frames are decoded and
         detected in a worker thread while this one is tracked and classified (OpenCV, onnxruntime and
         PyTorch release the GIL, so the detector and the PAR model run at the same time)."""
-        stream = _detect_each(self.frames(), self.detector, self.opts.detect_every)
+        stream = _detect_each(self.frames(), self.detector, self.every)
         yield from (_prefetched(stream) if self.opts.overlap else stream)
 
 
