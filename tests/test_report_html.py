@@ -26,7 +26,7 @@ def processed(tmp_path_factory) -> Path:
     """The synthetic clip through the pipeline: a red track (female, Hat) and a blue one (male, Sunglasses)."""
     root = tmp_path_factory.mktemp("report")
     video, det = make_video(root / "in")
-    opts = VideoOptions(detector="file", detect_every=1, det_file=str(det), progress=False, write_video=False)
+    opts = VideoOptions(detector="file", det_file=str(det), progress=False, write_video=False)
     process_video(video, FakePredictor(), opts, root / "out")
     return root / "out"
 

@@ -128,7 +128,7 @@ def test_stream_url_and_camera_index_sources(tmp_path):
     assert isinstance(src, StreamSource) and src.stem == "clip" and list_videos(url) == [url]
     assert as_source("0").stem == "camera0" and as_source("rtsp://cam.local:554/live/main?x=1").stem == "main"
     assert not isinstance(as_source(str(video)), StreamSource)
-    opts = VideoOptions(detector="file", detect_every=1, det_file=str(det_file), progress=False, write_video=False, report=False)
+    opts = VideoOptions(detector="file", det_file=str(det_file), progress=False, write_video=False, report=False)
     s = process_video(url, FakePredictor(), opts, tmp_path / "out")
     assert s["complete"] and s["frames"] == 30 and s["people_tracked"] == 2
     assert (tmp_path / "out" / "clip_tracks.json").is_file() and s["video"] == url

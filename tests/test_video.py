@@ -102,7 +102,7 @@ def test_smoothers_by_hand():
 def test_tracks_keep_ids_and_labels_average(clip, tmp_path):
     video, det = clip
     pred = FakePredictor()
-    opts = VideoOptions(detector="file", detect_every=1, det_file=str(det), ema_alpha=0.3, progress=False)
+    opts = VideoOptions(detector="file", det_file=str(det), ema_alpha=0.3, progress=False)
     s = process_video(video, pred, opts, tmp_path)
 
     assert SUMMARY_KEYS <= set(s) and s["complete"] and s["frames"] == N_FRAMES
@@ -158,7 +158,7 @@ def test_tracks_keep_ids_and_labels_average(clip, tmp_path):
 
 def test_check_per_frame_window_and_max_frames(clip, tmp_path):
     video, det = clip
-    opts = VideoOptions(detector="file", detect_every=1, det_file=str(det.parent), check_per_frame=3, smoothing="window", window=2,
+    opts = VideoOptions(detector="file", det_file=str(det.parent), check_per_frame=3, smoothing="window", window=2,
                         max_frames=12, progress=False)  # det_file as a folder: <stem>.txt inside it
     s = process_video(video, FakePredictor(), opts, tmp_path)
     assert s["frames"] == 12 and s["crops_classified"] == 2 * 4
@@ -212,7 +212,7 @@ def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_error
     video, det = clip
     outs = {}
     for overlap in (True, False):
-        opts = VideoOptions(detector="file", detect_every=1, det_file=str(det), overlap=overlap, max_frames=20, progress=False)
+        opts = VideoOptions(detector="file", det_file=str(det), overlap=overlap, max_frames=20, progress=False)
         s = process_video(video, FakePredictor(), opts, tmp_path / str(overlap))
         assert s["frames"] == 20 and set(s["fps_after_warmup"]) == set(s["fps"]) and s["par_runtime"] == "torch"
         assert s["fps_after_warmup"]["overall"] > 0
@@ -235,20 +235,20 @@ def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_error
 
 def test_tracks_of_an_embedding_checkpoint_carry_their_unit_mean_embedding(clip, tmp_path):
     video, det = clip
-    process_video(video, FakeEmbedder(), VideoOptions(detector="file", detect_every=1, det_file=str(det), progress=False), tmp_path)
+    process_video(video, FakeEmbedder(), VideoOptions(detector="file", det_file=str(det), progress=False), tmp_path)
     data = json.loads((tmp_path / "clip_tracks.json").read_text())
     for t in data["tracks"]:
         e = np.asarray(t["embedding"])
         want = [1, 0, 0] if _which_object(t["boxes"][0], t["frames"][0] - 1) == "red" else [0, 0, 1]  # mean RGB
         assert abs(np.linalg.norm(e) - 1) < 1e-4 and np.abs(e - want).max() < 0.05
-    process_video(video, FakePredictor(), VideoOptions(detector="file", detect_every=1, det_file=str(det), progress=False),
+    process_video(video, FakePredictor(), VideoOptions(detector="file", det_file=str(det), progress=False),
                   tmp_path / "plain")
     assert all("embedding" not in t for t in json.loads((tmp_path / "plain" / "clip_tracks.json").read_text())["tracks"])
 
 
 def test_small_boxes_are_skipped(clip, tmp_path):
     video, det = clip
-    opts = VideoOptions(detector="file", detect_every=1, det_file=str(det), min_box_height=101, progress=False)
+    opts = VideoOptions(detector="file", det_file=str(det), min_box_height=101, progress=False)
     pred = FakePredictor()
     s = process_video(video, pred, opts, tmp_path)
     assert pred.calls == 0 and s["people_tracked"] == 2 and s["tracks_classified"] == 0
@@ -263,7 +263,7 @@ def test_id_survives_a_detection_gap(tmp_path):
     lines = det.read_text().splitlines()
     # the red rectangle (MOT id 7) is missed by the "detector" on frames 10-12
     det.write_text("\n".join(l for l in lines if not (l.split(",")[1] == "7" and 10 <= int(l.split(",")[0]) <= 12)))
-    s = process_video(video, FakePredictor(), VideoOptions(detector="file", detect_every=1, det_file=str(det), progress=False),
+    s = process_video(video, FakePredictor(), VideoOptions(detector="file", det_file=str(det), progress=False),
                       tmp_path / "out")
     assert s["people_tracked"] == 2
     data = json.loads((tmp_path / "out" / "clip_tracks.json").read_text())
@@ -331,7 +331,6 @@ def test_main_end_to_end_with_a_real_checkpoint(ckpt, clip, tmp_path):
     cfg = tiny_cfg()
     cfg.TEST.VIDEO_PATH = str(video.parent)  # a folder: every video in it
     cfg.TEST.DETECTOR = "file"
-    cfg.TEST.DETECT_EVERY = 1  # every frame's crop classified: the track mean below is over all of them
     cfg.TEST.DET_FILE = str(det.parent)
     cfg.TEST.PRETRAINED_WEIGHTS = str(ckpt)
     cfg.TEST.OUTPUT_VIDEO_PATH = str(tmp_path)

@@ -26,7 +26,7 @@ def clip(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _opts(det: Path, **kw) -> VideoOptions:
-    return VideoOptions(detector="file", detect_every=1, det_file=str(det), progress=False, **kw)
+    return VideoOptions(detector="file", det_file=str(det), progress=False, **kw)
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:
