@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.evaluation.reid import evaluate_reid, rank_metrics, ranked_lists, save_ranked_lists
+from tools.evaluation.reid import evaluate_reid, rank_metrics, rank_stats, ranked_lists, save_ranked_lists
 from tools.evaluation.rerank import k_reciprocal_distance
 
 # Gallery of 7: pid -1 = junk, 0 = distractor.
@@ -39,6 +39,16 @@ def test_hand_computed_rankings():
     assert r["rank5"] == pytest.approx(1.0) and r["rank10"] == pytest.approx(1.0)
     assert r["mAP"] == pytest.approx((0.5 + 1.0 + 0.45) / 3)
     assert r["mINP"] == pytest.approx((0.5 + 1.0 + 0.4) / 3)
+
+
+def test_per_query_stats_of_the_hand_case():
+    """What a bootstrap over queries resamples: per query its match count, first-match rank, AP, INP."""
+    dist, qp, qc = hand_case()
+    st = rank_stats(dist, qp, G_PIDS, qc, G_CAMS)
+    assert st.n_matches.tolist() == [2, 1, 0, 2]  # C: its only image is from its own camera
+    assert st.first.tolist() == [1, 0, -1, 1]  # 0-based: A and D first match at rank 2
+    assert st.ap == pytest.approx([0.5, 1.0, 0.0, 0.45]) and st.inp == pytest.approx([0.5, 1.0, 0.0, 0.4])
+    assert st.summary() == rank_metrics(dist, qp, G_PIDS, qc, G_CAMS)
 
 
 def test_rank_k_cut_and_chunking():

@@ -157,6 +157,12 @@ def test_mode_eval_of_a_reid_checkpoint_reproduces_its_best_epoch(reid_run):
     got, best = json.loads((exp / "eval_reid.json").read_text()), json.loads((exp / "best_metrics.json").read_text())
     for tag in ("val", "test"):
         assert got[tag] == pytest.approx(best[tag], abs=1e-6)
+    # the per-query results (what tools.summarize_reid resamples) of training's best epoch and of eval agree
+    with np.load(exp / "reid_queries_best_test.npz") as a, np.load(exp / "reid_queries_eval_test.npz") as b:
+        assert np.array_equal(a["rows"], b["rows"]) and np.array_equal(a["first"], b["first"])
+        assert np.allclose(a["ap"], b["ap"]) and len(a["rows"]) == best["test"]["n_queries_valid"] + \
+            best["test"]["n_queries_no_match"]
+        assert a["ap"][a["n_matches"] > 0].mean() == pytest.approx(best["test"]["mAP"], abs=1e-6)
 
 
 def test_reid_resume_after_a_mid_epoch_stop_is_bit_identical(reid_run, monkeypatch):

@@ -1,7 +1,7 @@
 """The results table of a set of runs (the seed study's columns), at each run's best epoch.
 
     uv run python -m tools.summarize exp_results/NATIVE [--reference baseline] [--out-prefix PATH]
-                                     [--resamples 2000] [--bootstrap-seed 0]
+                                     [--resamples 2000] [--bootstrap-seed 0] [--rows NAME ...]
 
 Reads every ``<run>/summary.json`` under the folder, prints a Markdown table (validation and test:
 mean attribute accuracy, mA, mean positive recall, mean negative recall, instance F1, then
@@ -591,12 +591,16 @@ def _rows_section(runs: list[dict], reference: str | None, prefix: Path, *, n_re
 
 
 def summarize(root: str | Path, reference: str | None = "baseline", out_prefix: str | Path | None = None,
-              plot: bool = True, *, n_resamples: int = RESAMPLES, seed: int = 0) -> str:
+              plot: bool = True, *, n_resamples: int = RESAMPLES, seed: int = 0, rows: list[str] | None = None) -> str:
     """Print-ready Markdown (runs, seed spread, rows vs reference); writes <prefix>.csv, <prefix>_rows.csv
     and <prefix>.png."""
     if n_resamples < 1 or seed < 0:
         raise SummaryError(f"--resamples must be >= 1 and --bootstrap-seed >= 0, got {n_resamples} and {seed}")
     runs, warnings = load_runs(root)
+    if rows:
+        runs = [r for r in runs if row_name(r) in rows]
+        if not runs:
+            raise SummaryError(f"no run under {root} belongs to the rows {', '.join(rows)}")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     prefix = Path(out_prefix) if out_prefix else Path(root) / "summary_table"
@@ -624,10 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per seed pair")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="numpy seed of the bootstrap resamples")
+    p.add_argument("--rows", nargs="+", default=None, help="only these rows (run names without _seed<k>)")
     args = p.parse_args(argv)
     try:
         print(summarize(args.root, args.reference or None, args.out_prefix, not args.no_plot,
-                        n_resamples=args.resamples, seed=args.bootstrap_seed))
+                        n_resamples=args.resamples, seed=args.bootstrap_seed, rows=args.rows))
     except SummaryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -41,7 +41,8 @@ from tools.engine.build import build_optimizer, build_scheduler, oom_error, plac
 from tools.engine.hooks import (CheckpointHook, HookBase, LogitUpdateHook, LRScheduleHook, MetricsWriterHook,
                                 TensorBoardHook)
 from tools.engine.trainer import Trainer
-from tools.evaluation.embedding import draw_ranked_lists, embed_loader, retrieval_metrics
+from tools.evaluation.embedding import (QUERIES_FILE, draw_ranked_lists, embed_loader, retrieval_stats,
+                                        write_query_stats)
 from tools.evaluation.evaluator import (ContractScorer, evaluate_split, stratified_metrics, stratum_columns,
                                         write_predictions)
 from tools.evaluation.metrics import SUMMARY_KEYS
@@ -71,12 +72,13 @@ class ReIDEvalHook(HookBase):
         t.results, t.strata = {}, {}
         try:
             merged = self._attributes(t) if t.data.attr_names else {}
-            embedded = {}
+            embedded, stats = {}, {}
             for tag, (q_split, g_split) in reid_pairs(cfg).items():
                 q = embed_loader(t.eval_model, t.loaders[q_split], rt=t.rt, desc=q_split)
                 g = embed_loader(t.eval_model, t.loaders[g_split], rt=t.rt, desc=g_split)
                 embedded[tag] = (q, g)
-                m = retrieval_metrics(cfg, t.data, q, g)
+                stats[tag] = retrieval_stats(cfg, t.data, q, g)
+                m = stats[tag].summary()
                 t.row.update({f"{tag}_{k}": m[k] for k in REID_KEYS})
                 merged[tag] = {**merged.get(tag, {}), **m}
         except torch.cuda.OutOfMemoryError:
@@ -91,7 +93,7 @@ class ReIDEvalHook(HookBase):
         if t.score > t.state.best:
             t.state.best, t.state.best_epoch = t.score, epoch
             if t.rt.is_main:
-                self._save_best(t, embedded)
+                self._save_best(t, embedded, stats)
 
     def _attributes(self, t: Any) -> dict[str, dict]:
         """Multitask: EvalHook's attribute evaluation of the attribute head, per split."""
@@ -107,7 +109,7 @@ class ReIDEvalHook(HookBase):
             out[t.tag(split)] = scalar_metrics(res.metrics)
         return out
 
-    def _save_best(self, t: Any, embedded: dict) -> None:
+    def _save_best(self, t: Any, embedded: dict, stats: dict) -> None:
         save_checkpoint({"model": t.eval_model.state_dict(), "attr_names": t.data.attr_names,
                          "groups": [[g.name, g.kind, *g.attrs] for g in t.data.groups], "cfg": t.cfg.dump(),
                          "contract": t.contract.to_dict(), "epoch": t.state.best_epoch,
@@ -118,6 +120,8 @@ class ReIDEvalHook(HookBase):
                                    {s: r.metrics for s, r in t.results.items()}, t.cfg.VIS.PLOTS)
             for split, res in t.results.items():
                 write_predictions(t.exp / f"predictions_best_{split}.npz", t.data, res)
+        for tag, st in stats.items():  # per query: what tools.summarize_reid resamples
+            write_query_stats(t.exp / QUERIES_FILE.format(which="best", tag=tag), st, embedded[tag][0][1], t.data)
         q, g = embedded["test"] if "test" in embedded else embedded["val"]
         draw_ranked_lists(t.exp / RANKED_LIST_PNG, t.cfg, t.data, q, g)
 

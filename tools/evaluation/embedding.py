@@ -14,7 +14,7 @@ from dataset import build_data, build_loaders
 from dataset.base import PARData
 from dataset.build import reid_pairs
 from tools.device import Runtime, gather_arrays
-from tools.evaluation.reid import evaluate_reid, pairwise_distance, save_ranked_lists
+from tools.evaluation.reid import QueryStats, pairwise_distance, reid_query_stats, save_ranked_lists
 
 Embedded = tuple[torch.Tensor, np.ndarray]  # (N, D) float32 embeddings on the device, their dataset rows
 
@@ -36,13 +36,24 @@ def embed_loader(model: torch.nn.Module, loader, *, rt: Runtime, desc: str = "em
     return f, r
 
 
-def retrieval_metrics(cfg: CN, data: PARData, query: Embedded, gallery: Embedded) -> dict[str, float]:
-    """rank1 / rank5 / rank10 / mAP / mINP (fractions) and query counts, with REID.METRIC / RERANK."""
+QUERIES_FILE = "reid_queries_{which}_{tag}.npz"  # per-query results: best (training) | eval (--mode eval)
+
+
+def retrieval_stats(cfg: CN, data: PARData, query: Embedded, gallery: Embedded) -> QueryStats:
+    """Per-query statistics of a (query, gallery) pair with REID.METRIC / RERANK."""
     (qf, qr), (gf, gr) = query, gallery
     r = cfg.REID
-    return evaluate_reid(qf, gf, data.identities[qr], data.identities[gr], q_cams=data.cameras[qr],
-                         g_cams=data.cameras[gr], metric=r.METRIC, rerank=r.RERANK, k1=r.RERANK_K1, k2=r.RERANK_K2,
-                         lambda_value=r.RERANK_LAMBDA)
+    return reid_query_stats(qf, gf, data.identities[qr], data.identities[gr], q_cams=data.cameras[qr],
+                            g_cams=data.cameras[gr], metric=r.METRIC, rerank=r.RERANK, k1=r.RERANK_K1,
+                            k2=r.RERANK_K2, lambda_value=r.RERANK_LAMBDA)
+
+
+def write_query_stats(path: Path, stats: QueryStats, query_rows: np.ndarray, data: PARData) -> Path:
+    """The per-query results of one pair, keyed by dataset row (what tools.summarize_reid pairs runs on)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, rows=np.asarray(query_rows, np.int64), pids=data.identities[query_rows],
+                        n_matches=stats.n_matches, first=stats.first, ap=stats.ap, inp=stats.inp)
+    return path
 
 
 def draw_ranked_lists(path: Path, cfg: CN, data: PARData, query: Embedded, gallery: Embedded) -> Path | None:
@@ -72,13 +83,18 @@ def reid_eval_data(cfg: CN, task: str, size_hw: tuple[int, int]) -> tuple[CN, PA
     return cfg, (data.select_attrs([]) if task == "reid" else data)
 
 
-def pair_metrics(cfg: CN, data: PARData, model: torch.nn.Module, rt: Runtime) -> dict[str, dict[str, float]]:
-    """{"val": metrics, "test": metrics} of ``model`` on the ReID pairs (dataset.build.REID_PAIRS)."""
+def pair_metrics(cfg: CN, data: PARData, model: torch.nn.Module, rt: Runtime,
+                 save_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """{"val": metrics, "test": metrics} of ``model`` on the ReID pairs (dataset.build.REID_PAIRS);
+    with ``save_dir`` (main rank) each pair's per-query results go to reid_queries_eval_<tag>.npz."""
     pairs = reid_pairs(cfg)
     splits = [s for pair in pairs.values() for s in pair]
     loaders, _ = build_loaders(cfg, data, splits, rt.device, rank=rt.rank, world=rt.world)
     out = {}
     for tag, (q, g) in pairs.items():
-        out[tag] = retrieval_metrics(cfg, data, embed_loader(model, loaders[q], rt=rt, desc=q),
-                                     embed_loader(model, loaders[g], rt=rt, desc=g))
+        query = embed_loader(model, loaders[q], rt=rt, desc=q)
+        stats = retrieval_stats(cfg, data, query, embed_loader(model, loaders[g], rt=rt, desc=g))
+        out[tag] = stats.summary()
+        if save_dir is not None:
+            write_query_stats(save_dir / QUERIES_FILE.format(which="eval", tag=tag), stats, query[1], data)
     return out

@@ -141,7 +141,7 @@ def evaluate_retrieval(cfg: CN, loaded, rt: Runtime, exp: Path) -> dict:
     (REID.METRIC / RERANK of ``cfg``: re-ranking can be switched on here)."""
     c = loaded.contract
     rcfg, data = reid_eval_data(cfg, c.task, (c.height, c.width))
-    out = {"checkpoint": str(loaded.path), **pair_metrics(rcfg, data, loaded.net, rt)}
+    out = {"checkpoint": str(loaded.path), **pair_metrics(rcfg, data, loaded.net, rt, exp if rt.is_main else None)}
     if rt.is_main:
         write_json(exp / "eval_reid.json", out)
     for tag in ("val", "test"):

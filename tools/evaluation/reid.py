@@ -20,6 +20,7 @@ Everything is vectorised over a chunk of queries (no per-query Python loop, and 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -103,26 +104,43 @@ def _check_ids(name: str, pids, cams, n: int, device: torch.device | str = "cpu"
     return p, c
 
 
-def _summarise(parts: list[tuple[torch.Tensor, ...]], ranks: Sequence[int]) -> dict[str, float]:
-    n_rel, first, ap, inp = (torch.cat(x).cpu() for x in zip(*parts))
-    valid = n_rel > 0
-    n = int(valid.sum())
-    out: dict[str, float] = {}
-    for k in ranks:
-        out[f"rank{k}"] = float((first[valid] < k).double().mean()) if n else 0.0
-    out["mAP"] = float(ap[valid].mean()) if n else 0.0
-    out["mINP"] = float(inp[valid].mean()) if n else 0.0
-    out["n_queries_valid"] = n
-    out["n_queries_no_match"] = int(len(valid) - n)
-    return out
+@dataclass
+class QueryStats:
+    """Per query: the numbers every metric is a mean of (what a bootstrap over queries resamples)."""
+
+    n_matches: np.ndarray  # (Q,) int64 gallery matches left after the exclusions (0: no valid match)
+    first: np.ndarray  # (Q,) int64 0-based rank of the first match, -1 without one
+    ap: np.ndarray  # (Q,) float64 average precision (0 without a match)
+    inp: np.ndarray  # (Q,) float64 inverse negative penalty (0 without a match)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.n_matches > 0
+
+    def summary(self, ranks: Sequence[int] = RANKS) -> dict[str, float]:
+        """rank<k> / mAP / mINP over the valid queries (fractions), n_queries_valid, n_queries_no_match."""
+        valid = self.valid
+        n = int(valid.sum())
+        out: dict[str, float] = {}
+        for k in ranks:
+            out[f"rank{k}"] = float((self.first[valid] < k).mean()) if n else 0.0
+        out["mAP"] = float(self.ap[valid].mean()) if n else 0.0
+        out["mINP"] = float(self.inp[valid].mean()) if n else 0.0
+        out["n_queries_valid"] = n
+        out["n_queries_no_match"] = int(len(valid) - n)
+        return out
 
 
-def rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, *, ranks: Sequence[int] = RANKS,
-                 chunk: int | None = None) -> dict[str, float]:
-    """CMC rank-k, mAP, mINP of a (Q, G) distance matrix (smaller = more similar), Market-1501 rule.
+def _stats(parts: list[tuple[torch.Tensor, ...]]) -> QueryStats:
+    if not parts:
+        parts = [(torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0, dtype=torch.float64),) * 2]
+    n_rel, first, ap, inp = (torch.cat(x).cpu().numpy() for x in zip(*parts))
+    first = np.where(n_rel > 0, first, -1)  # a query without a match has no first-match rank
+    return QueryStats(n_rel.astype(np.int64), first.astype(np.int64), ap.astype(np.float64), inp.astype(np.float64))
 
-    Returns ``rank1``/``rank5``/``rank10`` (one key per ``ranks``), ``mAP``, ``mINP`` (fractions in
-    [0, 1]), ``n_queries_valid`` and ``n_queries_no_match``."""
+
+def rank_stats(distmat, q_pids, g_pids, q_cams, g_cams, *, chunk: int | None = None) -> QueryStats:
+    """Per-query statistics of a (Q, G) distance matrix (smaller = more similar), Market-1501 rule."""
     dist = _as_tensor(distmat, torch.float32, _device_of(distmat))
     if dist.dim() != 2:
         raise ValueError(f"distmat must be (Q, G), got shape {tuple(dist.shape)}")
@@ -131,9 +149,17 @@ def rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, *, ranks: Sequence[int
     if not torch.isfinite(dist).all():  # +inf is how ignored images are pushed to the end
         raise ValueError("distmat holds NaN or inf (non-finite features?)")
     step = _chunk_rows(dist.shape[1], chunk)
-    parts = [_chunk_stats(dist[s:s + step], qp[s:s + step], qc[s:s + step], gp, gc)
-             for s in range(0, dist.shape[0], step)]
-    return _summarise(parts or [(torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0),) * 2], ranks)
+    return _stats([_chunk_stats(dist[s:s + step], qp[s:s + step], qc[s:s + step], gp, gc)
+                   for s in range(0, dist.shape[0], step)])
+
+
+def rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, *, ranks: Sequence[int] = RANKS,
+                 chunk: int | None = None) -> dict[str, float]:
+    """CMC rank-k, mAP, mINP of a (Q, G) distance matrix (smaller = more similar), Market-1501 rule.
+
+    Returns ``rank1``/``rank5``/``rank10`` (one key per ``ranks``), ``mAP``, ``mINP`` (fractions in
+    [0, 1]), ``n_queries_valid`` and ``n_queries_no_match``."""
+    return rank_stats(distmat, q_pids, g_pids, q_cams, g_cams, chunk=chunk).summary(ranks)
 
 
 def _distance_chunks(q: torch.Tensor, g: torch.Tensor, metric: str, step: int) -> Iterator[tuple[int, torch.Tensor]]:
@@ -141,10 +167,10 @@ def _distance_chunks(q: torch.Tensor, g: torch.Tensor, metric: str, step: int) -
         yield s, pairwise_distance(q[s:s + step], g, metric)
 
 
-def evaluate_reid(q_feat, g_feat, q_pids, g_pids, *, q_cams, g_cams, metric: str = "cosine",
-                  rerank: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                  ranks: Sequence[int] = RANKS, chunk: int | None = None) -> dict[str, float]:
-    """Features (Q, D) / (G, D) -> the :func:`rank_metrics` dict. Without re-ranking the (Q, G)
+def reid_query_stats(q_feat, g_feat, q_pids, g_pids, *, q_cams, g_cams, metric: str = "cosine",
+                     rerank: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                     chunk: int | None = None) -> QueryStats:
+    """Features (Q, D) / (G, D) -> per-query :class:`QueryStats`. Without re-ranking the (Q, G)
     distance matrix is never held whole. ``rerank`` uses Zhong et al.'s k-reciprocal distance
     (k1, k2, lambda_value; features L2-normalised first when ``metric`` is cosine; computed on the
     CPU). CUDA features are evaluated on their GPU."""
@@ -162,13 +188,20 @@ def evaluate_reid(q_feat, g_feat, q_pids, g_pids, *, q_cams, g_cams, metric: str
         if metric == "cosine":
             q, g = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1)
         dist = k_reciprocal_distance(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
-        return rank_metrics(dist, q_pids, g_pids, q_cams, g_cams, ranks=ranks, chunk=chunk)
+        return rank_stats(dist, q_pids, g_pids, q_cams, g_cams, chunk=chunk)
     qp, qc = _check_ids("query", q_pids, q_cams, len(q), dev)
     gp, gc = _check_ids("gallery", g_pids, g_cams, len(g), dev)
     step = _chunk_rows(len(g), chunk)
-    parts = [_chunk_stats(d, qp[s:s + len(d)], qc[s:s + len(d)], gp, gc)
-             for s, d in _distance_chunks(q, g, metric, step)]
-    return _summarise(parts or [(torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0),) * 2], ranks)
+    return _stats([_chunk_stats(d, qp[s:s + len(d)], qc[s:s + len(d)], gp, gc)
+                   for s, d in _distance_chunks(q, g, metric, step)])
+
+
+def evaluate_reid(q_feat, g_feat, q_pids, g_pids, *, q_cams, g_cams, metric: str = "cosine",
+                  rerank: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                  ranks: Sequence[int] = RANKS, chunk: int | None = None) -> dict[str, float]:
+    """Features -> the :func:`rank_metrics` dict (:func:`reid_query_stats` summarised)."""
+    return reid_query_stats(q_feat, g_feat, q_pids, g_pids, q_cams=q_cams, g_cams=g_cams, metric=metric,
+                            rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, chunk=chunk).summary(ranks)
 
 
 # ----------------------------------------------------------------------------- ranked-list picture
