@@ -203,6 +203,10 @@ _C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overl
 #                        small people in high-resolution frames (1 + N * round(N * W / H) network runs per frame;
 #                        tiles under 150 px are not made)
 _C.TEST.SSD_TILE_OVERLAP = 0.25  # ssdlite: each tile grown by this fraction of its size
+_C.TEST.TRACK_MATCH_THRESH = 0.95  # ByteTrack's match_thresh: a detection may continue a track while
+#                                   1 - IoU x score <= this (0.8 in ByteTrack at 30 fps; looser here because the
+#                                   tracker sees every DETECT_EVERY-th frame of 10-25 fps CCTV)
+_C.TEST.TRACK_LOST_SECONDS = 2.0  # a lost track is kept this long for its person to reappear before its id retires
 _C.TEST.REPORT = True  # video: also write <stem>_report/index.html (tracks with thumbnail, time span, labels)
 _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
 _C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops

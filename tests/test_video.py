@@ -271,6 +271,31 @@ def test_id_survives_a_detection_gap(tmp_path):
     assert red["frames"] == [f for f in range(1, N_FRAMES + 1) if not 10 <= f <= 12]
 
 
+def _track_of_a_fast_walker(**tracker_kw) -> list[list[int]]:
+    """The ids output on each of 12 updates for a 40 x 100 px box stepping 30 px right per detected frame
+    (a walker at 5 detected fps): IoU 0.14 with its last box, 1 - IoU x score = 0.87 before the Kalman filter
+    has learnt the velocity."""
+    from tools.video.detections import Detections
+    from tools.video.tracking import ByteTracker
+
+    tr, out = ByteTracker(5.0, **tracker_kw), []
+    for k in range(12):
+        t = tr.update(Detections(np.array([[30.0 * k, 50, 30.0 * k + 40, 150]], np.float32), np.array([0.9], np.float32)))
+        out.append([int(i) for i in t.ids])
+    return out
+
+
+def test_the_default_tracker_follows_a_walker_seen_at_a_low_detection_rate():
+    assert _track_of_a_fast_walker() == [[1]] * 12  # defaults: TEST.TRACK_MATCH_THRESH 0.95, one id throughout
+    # ByteTrack's 30 fps setting (0.8) loses the walker after its first frame and, every new box failing the same
+    # match, never confirms another track: the person is gone from the output
+    assert _track_of_a_fast_walker(match_thresh=0.8) == [[1]] + [[]] * 11
+    with pytest.raises(ValueError, match="TEST.TRACK_MATCH_THRESH"):
+        VideoOptions(track_match=0.0).validate()
+    with pytest.raises(ValueError, match="TEST.TRACK_LOST_SECONDS"):
+        VideoOptions(track_lost_seconds=0).validate()
+
+
 def test_auto_detector_is_the_offline_ssdlite_and_hog_stays_selectable(caplog):
     from tools.video.ssdlite import SsdLiteDetector
 

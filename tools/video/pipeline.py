@@ -76,6 +76,8 @@ class VideoOptions:
     ssd_nms: float = 0.45
     ssd_tiles: int = 0
     ssd_tile_overlap: float = 0.25
+    track_match: float = 0.95  # TEST.TRACK_MATCH_THRESH, TEST.TRACK_LOST_SECONDS (ByteTrack)
+    track_lost_seconds: float = 2.0
     report: bool = True  # TEST.REPORT: <stem>_report/index.html
     max_label_lines: int = 5
     write_video: bool = True
@@ -91,13 +93,18 @@ class VideoOptions:
                    min_box_width=t.MIN_BOX_WIDTH, max_frames=t.MAX_FRAMES, threshold=cfg.METRIC.THRESHOLD,
                    device=None if cfg.DEVICE == "auto" else cfg.DEVICE, ssd_score=t.SSD_SCORE, ssd_nms=t.SSD_NMS,
                    ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT,
-                   overlap=t.OVERLAP, detect_every=t.DETECT_EVERY)
+                   overlap=t.OVERLAP, detect_every=t.DETECT_EVERY, track_match=t.TRACK_MATCH_THRESH,
+                   track_lost_seconds=t.TRACK_LOST_SECONDS)
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
             raise ValueError(f"TEST.CHECK_PER_FRAME must be >= 1, got {self.check_per_frame}")
         if self.detect_every < 1:
             raise ValueError(f"TEST.DETECT_EVERY must be >= 1 (1 = every frame), got {self.detect_every}")
+        if not 0.0 < self.track_match <= 1.0:
+            raise ValueError(f"TEST.TRACK_MATCH_THRESH must be in (0, 1] (1 - IoU x score), got {self.track_match}")
+        if self.track_lost_seconds <= 0:
+            raise ValueError(f"TEST.TRACK_LOST_SECONDS must be > 0, got {self.track_lost_seconds}")
         if self.max_frames < 0:
             raise ValueError(f"TEST.MAX_FRAMES must be >= 0 (0 = whole video), got {self.max_frames}")
         make_smoother(self.smoothing, self.ema_alpha, self.window)  # raises on bad values
@@ -317,7 +324,8 @@ class _VideoRun:
         if self.every > 1:
             log.info("%s: detecting every %d frames (TEST.DETECT_EVERY), tracks held in between", video, self.every)
         # the tracker sees only the detected frames: its frame rate is theirs
-        self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.conf)
+        self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.conf, lost_seconds=opts.track_lost_seconds,
+                                   match_thresh=opts.track_match)
         self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
         self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}

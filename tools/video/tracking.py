@@ -25,11 +25,12 @@ class ByteTracker:
     """``update(detections) -> TrackedBoxes`` once per frame; ids persist while a person stays matched.
 
     ``conf`` is ByteTrack's high-score threshold: boxes above it start and continue tracks (a new
-    track needs conf + 0.1), boxes between 0.1 and ``conf`` only continue existing ones. A lost
-    track is kept for ``lost_seconds`` before its id is retired.
+    track needs conf + 0.1), boxes between 0.1 and ``conf`` only continue existing ones. A detection
+    continues a track while 1 - IoU x score <= ``match_thresh`` (IoU with the track's Kalman-predicted
+    box). A lost track is kept for ``lost_seconds`` before its id is retired.
     """
 
-    def __init__(self, fps: float, conf: float = 0.4, lost_seconds: float = 1.0, match_thresh: float = 0.8):
+    def __init__(self, fps: float, conf: float = 0.4, lost_seconds: float = 2.0, match_thresh: float = 0.95):
         fps = max(1, int(round(fps or 30)))
         # supervision scales the buffer by frame_rate / 30, so pass the buffer in 30 fps frames
         self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
