@@ -335,16 +335,18 @@ class Interval:
         return "better" if self.low > 0 else "worse" if self.high < 0 else "no"
 
 
-def bootstrap_interval(pairs: list[tuple], n_resamples: int = RESAMPLES, seed: int = 0) -> Interval:
-    """``pairs``: (seed, row Predictions, reference Predictions). Pair i draws its resamples from
-    ``default_rng([seed, i])``; the differences of every pair are pooled before the percentiles."""
+def bootstrap_interval(pairs: list[tuple], n_resamples: int = RESAMPLES, seed: int = 0, *,
+                       problem_of=pairing_problem, differences=paired_differences) -> Interval:
+    """``pairs``: (seed, row, reference) — Predictions by default; ``problem_of(row, ref)`` says why a pair
+    cannot be paired, ``differences(row, ref, n, rng)`` gives n resampled differences. Pair i draws its
+    resamples from ``default_rng([seed, i])``; the differences of every pair are pooled before the percentiles."""
     out, pooled = Interval(), []
     for i, (k, row, ref) in enumerate(pairs):
-        problem = pairing_problem(row, ref)
+        problem = problem_of(row, ref)
         if problem:
             out.notes.append(f"seed {k}: {problem}, not paired")
             continue
-        diffs = paired_differences(row, ref, n_resamples, np.random.default_rng([seed, i]))
+        diffs = differences(row, ref, n_resamples, np.random.default_rng([seed, i]))
         pooled.append(diffs[np.isfinite(diffs)])
         out.seeds.append(k)
     pooled = np.concatenate(pooled) if pooled else np.empty(0)
@@ -620,23 +622,33 @@ def summarize(root: str | Path, reference: str | None = "baseline", out_prefix: 
     return "\n".join(text)
 
 
+def add_bootstrap_args(p: argparse.ArgumentParser) -> None:
+    """The options every results table shares: which rows, and the bootstrap's size and seed."""
+    p.add_argument("--rows", nargs="+", default=None, help="only these rows (run names without _seed<k>)")
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per seed pair")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="numpy seed of the bootstrap resamples")
+
+
+def print_or_fail(make_text) -> int:
+    """Print ``make_text()``; a SummaryError becomes one 'error:' line and exit code 2."""
+    try:
+        print(make_text())
+    except SummaryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Results table of every run under a dataset results folder.")
     p.add_argument("root", nargs="?", default="exp_results/NATIVE", help="folder holding <run>/summary.json")
     p.add_argument("--reference", default="baseline", help="row the Δ mA columns compare to ('' = none)")
     p.add_argument("--out-prefix", default=None, help="CSV/PNG path without suffix (default <root>/summary_table)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per seed pair")
-    p.add_argument("--bootstrap-seed", type=int, default=0, help="numpy seed of the bootstrap resamples")
-    p.add_argument("--rows", nargs="+", default=None, help="only these rows (run names without _seed<k>)")
+    add_bootstrap_args(p)
     args = p.parse_args(argv)
-    try:
-        print(summarize(args.root, args.reference or None, args.out_prefix, not args.no_plot,
-                        n_resamples=args.resamples, seed=args.bootstrap_seed, rows=args.rows))
-    except SummaryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return print_or_fail(lambda: summarize(args.root, args.reference or None, args.out_prefix, not args.no_plot,
+                                           n_resamples=args.resamples, seed=args.bootstrap_seed, rows=args.rows))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from tools.evaluation.embedding import QUERIES_FILE
-from tools.summarize import DASH, RESAMPLES, Interval, SummaryError, mean_std, row_name, run_seed
+from tools.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, bootstrap_interval,
+                             mean_std, print_or_fail, row_name, run_seed)
 
 TASKS = ("reid", "multitask")
 COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("mAP", "mAP"), ("mINP", "mINP"))
@@ -112,19 +113,12 @@ def pairing_problem(a: Queries, b: Queries) -> str | None:
 
 def paired_interval(pairs: list[tuple[int, Queries, Queries]], key: str, n_resamples: int, seed: int) -> Interval:
     """Pooled paired bootstrap over queries of metric(row) - metric(reference)."""
-    out, pooled = Interval(), []
-    for i, (k, row, ref) in enumerate(pairs):
-        problem = pairing_problem(row, ref)
-        if problem:
-            out.notes.append(f"seed {k}: {problem}, not paired")
-            continue
+    def differences(row: Queries, ref: Queries, n: int, rng: np.random.Generator) -> np.ndarray:
         a, b = row.values(key), ref.values(key)
-        idx = np.random.default_rng([seed, i]).integers(0, len(a), size=(n_resamples, len(a)))
-        pooled.append(a[idx].mean(1) - b[idx].mean(1))
-        out.seeds.append(k)
-    if pooled:
-        out.low, out.high = (float(v) for v in np.percentile(np.concatenate(pooled), [2.5, 97.5]))
-    return out
+        idx = rng.integers(0, len(a), size=(n, len(a)))
+        return a[idx].mean(1) - b[idx].mean(1)
+
+    return bootstrap_interval(pairs, n_resamples, seed, problem_of=pairing_problem, differences=differences)
 
 
 def check_queries(run: dict, split: str, notes: list[str]) -> None:
@@ -249,19 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                                             "intervals over queries.")
     p.add_argument("root", help="folder holding <run>/summary.json, e.g. exp_results/PETA")
     p.add_argument("--reference", default="", help="row the Δ columns compare to")
-    p.add_argument("--rows", nargs="+", default=None, help="only these rows (names without _seed<k>)")
     p.add_argument("--split", default="test", choices=("val", "test"), help="the pair the table reports")
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per seed pair")
-    p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--out", default=None, help="CSV path (default <root>/summary_reid.csv)")
+    add_bootstrap_args(p)
     args = p.parse_args(argv)
-    try:
-        print(summarize_reid(args.root, args.reference or None, rows=args.rows, split=args.split,
-                             n_resamples=args.resamples, seed=args.bootstrap_seed, out=args.out))
-    except SummaryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return print_or_fail(lambda: summarize_reid(args.root, args.reference or None, rows=args.rows, split=args.split,
+                                                n_resamples=args.resamples, seed=args.bootstrap_seed, out=args.out))
 
 
 if __name__ == "__main__":
