@@ -100,3 +100,12 @@ def test_module_entry_point(results):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| focal |" in r.stdout and "Δ val mA" not in r.stdout
+
+
+def test_rows_keeps_only_the_named_rows_and_their_seeds(results, capsys):
+    assert main([str(results), "--no-plot", "--rows", "baseline", "focal"]) == 0
+    out = capsys.readouterr().out
+    runs = [line.split("|")[1].strip() for line in out.split("###")[0].splitlines() if line.startswith("| ")][1:]
+    assert runs == ["focal", "baseline_seed1", "baseline_seed2", "baseline"]  # gradnorm left out
+    assert main([str(results), "--rows", "nope"]) == 2
+    assert "no run under" in capsys.readouterr().err
