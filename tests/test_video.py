@@ -278,7 +278,9 @@ def _track_of_a_fast_walker(**tracker_kw) -> list[list[int]]:
     from tools.video.detections import Detections
     from tools.video.tracking import ByteTracker
 
-    tr, out = ByteTracker(5.0, **tracker_kw), []
+    o = VideoOptions()  # the shipped defaults (configs/default.py TEST.*)
+    kw = {"lost_seconds": o.track_lost_seconds, "match_thresh": o.track_match, **tracker_kw}
+    tr, out = ByteTracker(5.0, o.conf, **kw), []
     for k in range(12):
         t = tr.update(Detections(np.array([[30.0 * k, 50, 30.0 * k + 40, 150]], np.float32), np.array([0.9], np.float32)))
         out.append([int(i) for i in t.ids])

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.evaluation.embedding import QUERIES_FILE
-from tools.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, bootstrap_interval,
-                             mean_std, print_or_fail, row_name, run_seed)
+from tools.evaluation.embedding import QUERIES_FILE, read_query_stats
+from tools.evaluation.reid import QueryStats
+from tools.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, all_groups,
+                             bootstrap_interval, mean_std, print_or_fail, row_name, run_seed)
 
 TASKS = ("reid", "multitask")
 COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("mAP", "mAP"), ("mINP", "mINP"))
@@ -41,19 +42,16 @@ class Queries:
     """One run's per-query results on a split, sorted by dataset row (the key that pairs runs)."""
 
     rows: np.ndarray
-    n_matches: np.ndarray
-    first: np.ndarray
-    ap: np.ndarray
+    stats: QueryStats
     source: str  # best | eval
 
     def values(self, key: str) -> np.ndarray:
-        """Per valid query, the value whose mean is the metric."""
-        v = self.n_matches > 0
-        return (self.first[v] == 0).astype(np.float64) if key == "rank1" else self.ap[v]
+        """Per valid query, the value whose mean is the metric (rank1: a first match at rank 1; mAP: AP)."""
+        v = self.stats.valid
+        return (self.stats.first[v] == 0).astype(np.float64) if key == "rank1" else self.stats.ap[v]
 
     def metric(self, key: str) -> float:
-        vals = self.values(key)
-        return float(vals.mean()) if len(vals) else math.nan
+        return self.stats.summary()[key] if self.stats.valid.any() else math.nan
 
 
 def read_queries(run_dir: Path, split: str) -> Queries | None:
@@ -65,14 +63,10 @@ def read_queries(run_dir: Path, split: str) -> Queries | None:
     else:
         return None
     try:
-        with np.load(path, allow_pickle=False) as d:
-            rows, n, first, ap = d["rows"], d["n_matches"], d["first"], d["ap"]
+        rows, stats = read_query_stats(path)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise SummaryError(f"{path}: unreadable per-query results ({type(e).__name__}: {str(e)[:120]})") from None
-    if not (len(rows) == len(n) == len(first) == len(ap)):
-        raise SummaryError(f"{path}: rows, n_matches, first and ap differ in length")
-    order = np.argsort(rows, kind="stable")
-    return Queries(rows[order], n[order], first[order], ap[order], which)
+    return Queries(rows, stats, which)
 
 
 def read_reid_run(path: Path, split: str) -> dict | None:
@@ -104,9 +98,9 @@ def load_reid_runs(root: Path, split: str, rows: list[str] | None) -> list[dict]
 def pairing_problem(a: Queries, b: Queries) -> str | None:
     if not np.array_equal(a.rows, b.rows):
         return "other queries than the reference"
-    if not np.array_equal(a.n_matches, b.n_matches):
+    if not np.array_equal(a.stats.n_matches, b.stats.n_matches):
         return "other gallery matches than the reference"
-    if not (a.n_matches > 0).any():
+    if not a.stats.valid.any():
         return "no query with a match"
     return None
 
@@ -137,9 +131,7 @@ def check_queries(run: dict, split: str, notes: list[str]) -> None:
 
 def build_records(runs: list[dict], reference: str | None, split: str, n_resamples: int,
                   seed: int) -> tuple[list[dict], list[str]]:
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(row_name(r), []).append(r)
+    groups = all_groups(runs)
     notes: list[str] = []
     for r in runs:
         check_queries(r, split, notes)

@@ -56,6 +56,17 @@ def write_query_stats(path: Path, stats: QueryStats, query_rows: np.ndarray, dat
     return path
 
 
+def read_query_stats(path: Path) -> tuple[np.ndarray, QueryStats]:
+    """What write_query_stats wrote, sorted by dataset row: (rows, QueryStats). Raises KeyError / ValueError /
+    OSError on a file that is not one."""
+    with np.load(path, allow_pickle=False) as d:
+        rows, n, first, ap, inp = (d[k] for k in ("rows", "n_matches", "first", "ap", "inp"))
+    if not (len(rows) == len(n) == len(first) == len(ap) == len(inp)):
+        raise ValueError("rows, n_matches, first, ap and inp differ in length")
+    o = np.argsort(rows, kind="stable")
+    return rows[o], QueryStats(n[o], first[o], ap[o], inp[o])
+
+
 def draw_ranked_lists(path: Path, cfg: CN, data: PARData, query: Embedded, gallery: Embedded) -> Path | None:
     """REID.VIS_QUERIES queries (evenly spread over those of a real identity) with their top-10 gallery
     images, ranked by the REID.METRIC distance (no re-ranking); None when there is nothing to draw."""

@@ -30,7 +30,7 @@ class ByteTracker:
     box). A lost track is kept for ``lost_seconds`` before its id is retired.
     """
 
-    def __init__(self, fps: float, conf: float = 0.4, lost_seconds: float = 2.0, match_thresh: float = 0.95):
+    def __init__(self, fps: float, conf: float, *, lost_seconds: float, match_thresh: float):
         fps = max(1, int(round(fps or 30)))
         # supervision scales the buffer by frame_rate / 30, so pass the buffer in 30 fps frames
         self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
