@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -42,24 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(cfg)
     elif cfg.MODE == "search":
         from tools.results import setup_logging
-        from tools.video.search import run_search
+        from cctv.search import run_search
 
         setup_logging(None, console=cfg.REDIRECTOR)  # the ranked summary line reaches the console
         run_search(cfg)
     elif cfg.MODE == "video":
-        import test_video
+        from cctv.app import process_videos
 
-        test_video.main(cfg)
+        process_videos(cfg)
     else:
-        import test_video
+        from cctv.app import predict_folder
 
-        test_video.predict_folder(cfg)
+        predict_folder(cfg)
     return 0
 
 
 def cli() -> int:
     """Known user mistakes end with one line naming the problem and the fix, not a traceback."""
-    from tools.errors import user_error_types
+    from configs.errors import user_error_types
 
     try:
         return main()

@@ -222,7 +222,7 @@ _C.SEARCH.EXAMPLE = ""  # --mode search by example: a person crop; candidates ra
 #                         embeddings of a TASK reid / multitask checkpoint), times P(SEARCH.QUERY) when a query is given
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
 _C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
-_C.SEARCH.RETRIEVAL_ATTRS = []  # tools.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)
+_C.SEARCH.RETRIEVAL_ATTRS = []  # scripts.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)
 
 # ----------------------------------------------------------------------------- person re-identification
 _C.REID = CN()

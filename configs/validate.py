@@ -70,7 +70,7 @@ def validate_config(cfg: CN) -> None:
                     "each must be listed in DATASET.ATTRS"
                 )
 
-    from losses.spec import check_loss_config  # LOSS.TYPE / LOSS.TERMS and their term parameters
+    from configs.loss_spec import check_loss_config  # LOSS.TYPE / LOSS.TERMS and their term parameters
 
     check_loss_config(cfg)
     if cfg.TRAIN.STAGE2 != "none":
@@ -80,7 +80,7 @@ def validate_config(cfg: CN) -> None:
 
 def check_stage2_config(cfg: CN) -> None:
     """TRAIN.STAGE2 (label-balanced stage 2) starts from a split-head run and trains with plain BCE."""
-    from losses.spec import resolve_loss_spec
+    from configs.loss_spec import resolve_loss_spec
 
     mode, s = cfg.TRAIN.STAGE2, cfg.STAGE2
     if cfg.MODEL.HEAD != "split":

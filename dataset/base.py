@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 UNKNOWN = -1  # label value for "not annotated": masked out of losses and metrics
 

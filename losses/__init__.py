@@ -4,7 +4,7 @@
 """
 from losses.build import build_from_spec, build_loss
 from losses.gradnorm import GradNormError
-from losses.spec import ALIASES, TERM_PARAMS, LossSpec, TermSpec, check_loss_config, resolve_loss_spec
+from configs.loss_spec import ALIASES, TERM_PARAMS, LossSpec, TermSpec, check_loss_config, resolve_loss_spec
 from losses.stack import LossStack
 
 __all__ = ["ALIASES", "TERM_PARAMS", "GradNormError", "LossSpec", "LossStack", "TermSpec", "build_from_spec",

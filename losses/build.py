@@ -12,7 +12,7 @@ from losses.bce import BCETerm
 from losses.categorical import CategoricalTerm
 from losses.focal import FocalTerm
 from losses.gradnorm import GradNormTerm
-from losses.spec import LossSpec, TermSpec, resolve_loss_spec
+from configs.loss_spec import LossSpec, TermSpec, resolve_loss_spec
 from losses.stack import LossStack
 
 log = logging.getLogger(__name__)

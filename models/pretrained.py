@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 log = logging.getLogger(__name__)
 

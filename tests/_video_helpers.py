@@ -125,12 +125,7 @@ def make_checkpoint(path: Path, seed: int = 0, model: str = "timm") -> Path:
 
 
 def load_script():
-    """The top-level ``test_video.py``, loaded by path: under pytest the name ``test_video`` belongs
-    to ``tests/test_video.py``, so a plain ``import test_video`` would find the wrong module."""
-    name = "par_test_video_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "test_video.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """The video application module (``cctv.app``) that ``test_video.py`` and ``run.py --mode video`` call."""
+    import cctv.app
+
+    return cctv.app

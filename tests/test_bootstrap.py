@@ -1,4 +1,4 @@
-"""tools.summarize's rows table: mean ± std over seeds and the paired bootstrap interval of Δ test mA,
+"""scripts.summarize's rows table: mean ± std over seeds and the paired bootstrap interval of Δ test mA,
 on hand-made runs (summary.json + predictions_best_test.npz + a best_model.pth holding only a contract)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tools.evaluation.metrics import compute_metrics, decode_exclusive
-from tools.summarize import (PREDICTIONS, bootstrap_interval, load_predictions, main, paired_differences,
+from scripts.summarize import (PREDICTIONS, bootstrap_interval, load_predictions, main, paired_differences,
                              resample_counts, resampled_ma)
 
 N, ATTRS = 300, ["U_red", "U_green", "U_blue", "Hat", "Bag", "Hair_long"]
@@ -181,7 +181,7 @@ def test_runs_on_other_test_images_are_not_paired(tmp_path, capsys):
 
 
 def test_seed_rows_run_every_seed(capsys):
-    from tools.run_experiments import main as run_all
+    from scripts.run_experiments import main as run_all
 
     assert run_all(["--dry-run", "--only", "baseline", "focal", "--seeds", "0", "1", "--seed-rows", "focal"]) == 0
     labels = [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()]

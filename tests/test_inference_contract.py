@@ -139,7 +139,7 @@ def test_metrics_are_recomputed_from_the_per_image_probabilities(trained):
 
 def test_onnx_computes_what_the_predictor_returns(trained):
     ort = pytest.importorskip("onnxruntime")
-    from tools.export_onnx import main as export
+    from scripts.export_onnx import main as export
     from tools.inference import Predictor
 
     files, probs, _ = _val_files(trained)
@@ -230,7 +230,7 @@ def test_label_decoder_follows_group_argmax_and_per_attribute_thresholds():
 def test_retrieval_command_and_search_mode_run_on_the_checkpoint(trained, capsys):
     if trained["kind"] != "package":
         pytest.skip("one checkpoint is enough")
-    from tools.retrieval_eval import main as retrieval
+    from scripts.retrieval_eval import main as retrieval
 
     cfg_args = ["--config-file", DEMO, *trained["opts"], "TEST.SPLIT", "val"]
     m = retrieval(cfg_args)

@@ -225,7 +225,7 @@ def test_split_head_checkpoint_evaluates_predicts_and_exports(root):
     probs = pred.predict_images([str(p) for p in images])
     assert probs.shape == (3, len(pred.attr_names)) and ((probs >= 0) & (probs <= 1)).all()
     pytest.importorskip("onnxruntime")
-    from tools.export_onnx import main as export
+    from scripts.export_onnx import main as export
 
     assert export(["--checkpoint", str(exp / "best_model.pth"), "--out", str(root / "split.onnx")]).is_file()
 

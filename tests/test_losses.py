@@ -418,8 +418,8 @@ def test_experiment_file_defines_its_row_and_trains(path):
 
 
 def test_every_experiment_trains_one_epoch_on_demo_data(tmp_path, capsys):
-    """Acceptance: the whole table through tools.run_experiments, one epoch each, tiny data and model."""
-    from tools.run_experiments import main as run_all
+    """Acceptance: the whole table through scripts.run_experiments, one epoch each, tiny data and model."""
+    from scripts.run_experiments import main as run_all
 
     rc = run_all(["--base", "configs/demo.yaml", "OUTPUT_DIR", str(tmp_path), "DATASET.ROOT", str(tmp_path / "synth"),
                   "DATASET.SYNTH_SIZE", "48", "DATASET.HEIGHT", "64", "DATASET.WIDTH", "32", "TRAIN.MAX_EPOCH", "1",

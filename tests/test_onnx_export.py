@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests._video_helpers import ATTRS, GROUPS, make_checkpoint
-from tools.export_onnx import ExportError, main, verify_onnx
+from scripts.export_onnx import ExportError, main, verify_onnx
 from tools.inference import Predictor
 
 ort = pytest.importorskip("onnxruntime")

@@ -157,7 +157,7 @@ def test_mode_eval_of_a_reid_checkpoint_reproduces_its_best_epoch(reid_run):
     got, best = json.loads((exp / "eval_reid.json").read_text()), json.loads((exp / "best_metrics.json").read_text())
     for tag in ("val", "test"):
         assert got[tag] == pytest.approx(best[tag], abs=1e-6)
-    # the per-query results (what tools.summarize_reid resamples) of training's best epoch and of eval agree
+    # the per-query results (what scripts.summarize_reid resamples) of training's best epoch and of eval agree
     with np.load(exp / "reid_queries_best_test.npz") as a, np.load(exp / "reid_queries_eval_test.npz") as b:
         assert np.array_equal(a["rows"], b["rows"]) and np.array_equal(a["first"], b["first"])
         assert np.allclose(a["ap"], b["ap"]) and len(a["rows"]) == best["test"]["n_queries_valid"] + \

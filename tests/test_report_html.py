@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests._video_helpers import FakePredictor, make_video
-from tools.video import VideoOptions, process_video
-from tools.video.report import render_report, write_report
+from cctv import VideoOptions, process_video
+from cctv.report import render_report, write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,8 +12,8 @@ import pytest
 
 from configs.default import get_cfg_defaults
 from tests._video_helpers import ATTRS, GROUPS, FakeEmbedder, FakePredictor
-from tools.errors import UserError
-from tools.video.search import QueryError, parse_query, run_search
+from configs.errors import UserError
+from cctv.search import QueryError, parse_query, run_search
 
 NATIVE_NAMES = ["Age_young", "Age_adult", "Age_old", "Gender_female", "U_black", "U_red", "////U_Others////",
                 "L_black", "L_red", "Backpack", "Glasses", "Sunglasses", "Hat"]

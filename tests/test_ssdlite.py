@@ -12,9 +12,9 @@ import pytest
 
 from tests._video_helpers import FakePredictor, make_video
 from tests.conftest import REPO
-from tools.video.detectors import DetectorError, build_detector
-from tools.video.pipeline import StreamSource, VideoOptions, as_source, list_videos, process_video
-from tools.video.ssdlite import SsdLiteDetector, decode_boxes, layer_anchors, nms, tile_windows
+from cctv.detectors import DetectorError, build_detector
+from cctv.pipeline import StreamSource, VideoOptions, as_source, list_videos, process_video
+from cctv.ssdlite import SsdLiteDetector, decode_boxes, layer_anchors, nms, tile_windows
 
 VIDEOS = REPO.parent / "shared" / "videos"
 # Hand-labelled person boxes (x1, y1, x2, y2, full-resolution pixels), drawn on the frames and checked by eye.

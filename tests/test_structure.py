@@ -11,7 +11,7 @@ from tests.conftest import REPO
 MAX_LINES, MAX_POSITIONAL = 60, 5
 # The training and inference paths: entry points, the engine, evaluation, inference, video, data path, losses, models.
 PATHS = ["run.py", "train_upar_2024.py", "batch_engine.py", "test_video.py", "tools/engine", "tools/evaluation",
-         "tools/inference", "tools/video", "tools/export_onnx.py", "dataset/build.py", "dataset/loader.py",
+         "tools/inference", "cctv", "scripts/export_onnx.py", "dataset/build.py", "dataset/loader.py",
          "dataset/images.py", "dataset/augment.py", "losses", "models"]
 SKIP_DIRS = {".venv", "tests", "exp_results", "data", ".git"}
 
@@ -129,3 +129,16 @@ def test_tools_never_import_the_entry_scripts():
     graph = module_graph()
     offenders = [m for m, deps in graph.items() if m.startswith("tools") and deps & {"train_upar_2024", "run"}]
     assert offenders == []
+
+
+# The floors of the house, ground floor first: a module imports only from its own floor or below.
+FLOORS = [("configs",), ("dataset",), ("losses",), ("models",), ("tools", "batch_engine"), ("cctv",), ("scripts",),
+          ("run", "train_upar_2024", "test_video")]
+
+
+def test_imports_run_down_the_floors():
+    floor = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+    graph = module_graph()
+    up = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                if floor[d.split(".")[0]] > floor[m.split(".")[0]])
+    assert up == [], f"imports that run back up the floors {FLOORS}: {up}"

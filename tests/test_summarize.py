@@ -1,4 +1,4 @@
-"""tools.summarize on hand-made summary.json files."""
+"""scripts.summarize on hand-made summary.json files."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.summarize import SummaryError, load_runs, main
+from scripts.summarize import SummaryError, load_runs, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_module_entry_point(results):
-    r = subprocess.run([sys.executable, "-m", "tools.summarize", str(results), "--no-plot", "--reference", ""],
+    r = subprocess.run([sys.executable, "-m", "scripts.summarize", str(results), "--no-plot", "--reference", ""],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| focal |" in r.stdout and "Δ val mA" not in r.stdout

@@ -1,4 +1,4 @@
-"""tools.summarize_reid: rows of reid / multitask runs, Δ rank-1 / mAP and the paired bootstrap over queries,
+"""scripts.summarize_reid: rows of reid / multitask runs, Δ rank-1 / mAP and the paired bootstrap over queries,
 checked on hand-made runs whose per-query results are known."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tools.summarize import SummaryError
-from tools.summarize_reid import load_reid_runs, main, paired_interval, read_queries, summarize_reid
+from scripts.summarize import SummaryError
+from scripts.summarize_reid import load_reid_runs, main, paired_interval, read_queries, summarize_reid
 
 
 def write_run(root, name, seed, first, ap, *, task="reid", rows=None, n_matches=None, which="best", saved=None):

@@ -27,10 +27,10 @@ from tests._video_helpers import (
 )
 from tools.inference import Predictor
 from tools.inference.labels import LabelDecoder
-from tools.video import VideoOptions, process_video
-from tools.video.detectors import HogDetector, build_detector
-from tools.video.pipeline import CSV_FIXED
-from tools.video.smoothing import EmaSmoother, WindowSmoother
+from cctv import VideoOptions, process_video
+from cctv.detectors import HogDetector, build_detector
+from cctv.pipeline import CSV_FIXED
+from cctv.smoothing import EmaSmoother, WindowSmoother
 
 TRACK_KEYS = {"track_id", "first_frame", "last_frame", "frames_seen", "n_classified", "frames", "boxes", "scores",
               "probs", "labels", "label_text"}
@@ -275,8 +275,8 @@ def _track_of_a_fast_walker(**tracker_kw) -> list[list[int]]:
     """The ids output on each of 12 updates for a 40 x 100 px box stepping 30 px right per detected frame
     (a walker at 5 detected fps): IoU 0.14 with its last box, 1 - IoU x score = 0.87 before the Kalman filter
     has learnt the velocity."""
-    from tools.video.detections import Detections
-    from tools.video.tracking import ByteTracker
+    from cctv.detections import Detections
+    from cctv.tracking import ByteTracker
 
     o = VideoOptions()  # the shipped defaults (configs/default.py TEST.*)
     kw = {"lost_seconds": o.track_lost_seconds, "match_thresh": o.track_match, **tracker_kw}
@@ -299,7 +299,7 @@ def test_the_default_tracker_follows_a_walker_seen_at_a_low_detection_rate():
 
 
 def test_auto_detector_is_the_offline_ssdlite_and_hog_stays_selectable(caplog):
-    from tools.video.ssdlite import SsdLiteDetector
+    from cctv.ssdlite import SsdLiteDetector
 
     with caplog.at_level(logging.INFO):
         assert isinstance(build_detector("auto"), SsdLiteDetector)
@@ -361,7 +361,7 @@ def test_main_end_to_end_with_a_real_checkpoint(ckpt, clip, tmp_path):
     cfg.TEST.DET_FILE = str(det.parent)
     cfg.TEST.PRETRAINED_WEIGHTS = str(ckpt)
     cfg.TEST.OUTPUT_VIDEO_PATH = str(tmp_path)
-    summaries = test_video.main(cfg)
+    summaries = test_video.process_videos(cfg)
     assert len(summaries) == 1 and summaries[0]["people_tracked"] == 2 and summaries[0]["complete"]
 
     data = json.loads((tmp_path / "clip_tracks.json").read_text())

@@ -15,8 +15,8 @@ import torch
 from tests._video_helpers import ATTRS, FakePredictor, load_script, make_checkpoint, make_video, tiny_cfg
 from tools.checkpoint import CheckpointError, save_checkpoint
 from tools.inference import Predictor
-from tools.video import DetectorError, VideoError, VideoOptions, process_video
-from tools.video.detectors import FileDetector, YoloDetector
+from cctv import DetectorError, VideoError, VideoOptions, process_video
+from cctv.detectors import FileDetector, YoloDetector
 
 
 
@@ -51,7 +51,7 @@ def test_missing_path(tmp_path, clip):
         process_video(tmp_path / "nope.mp4", FakePredictor(), _opts(clip[1]), tmp_path)
     assert "video not found" in _one_line(e) and "nope.mp4" in str(e.value)
     with pytest.raises(VideoError) as e:
-        load_script().main(_cfg(tmp_path, str(tmp_path / "nope")))
+        load_script().process_videos(_cfg(tmp_path, str(tmp_path / "nope")))
     assert "TEST.VIDEO_PATH" in _one_line(e)
     assert not (tmp_path / "out").exists()
 
@@ -102,7 +102,7 @@ def test_folder_skips_a_bad_video_and_processes_the_rest(tmp_path, caplog):
     (folder / "readme.txt").write_text("not a video, and not a video extension: ignored")
     ckpt = make_checkpoint(tmp_path / "ck.pth")
     with caplog.at_level(logging.WARNING):
-        summaries = load_script().main(_cfg(tmp_path, str(folder), folder, str(ckpt)))
+        summaries = load_script().process_videos(_cfg(tmp_path, str(folder), folder, str(ckpt)))
     assert [Path(s["video"]).name for s in summaries] == ["good.mp4"]
     assert "skipped broken.mp4" in caplog.text and "not a readable video" in caplog.text
     assert (tmp_path / "out" / "good_tracks.json").is_file() and not (tmp_path / "out" / "broken_tracks.json").exists()
@@ -114,19 +114,19 @@ def test_weights_that_do_not_load(tmp_path, clip):
     script = load_script()
     missing = tmp_path / "missing.pth"
     with pytest.raises(CheckpointError) as e:
-        script.main(_cfg(tmp_path, str(video), det, str(missing)))
+        script.process_videos(_cfg(tmp_path, str(video), det, str(missing)))
     assert "TEST.PRETRAINED_WEIGHTS" in _one_line(e)
 
     cfg = _cfg(tmp_path, str(video), det)
     cfg.OUTPUT_DIR, cfg.NAME = str(tmp_path / "exp"), "lite"
     with pytest.raises(CheckpointError) as e:  # no PRETRAINED_WEIGHTS and no trained experiment
-        script.main(cfg)
+        script.process_videos(cfg)
     assert "best_model.pth" in _one_line(e) and "TEST.MODEL_FOLDER_NAME" in str(e.value)
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"definitely not a torch file")
     with pytest.raises(CheckpointError) as e:
-        script.main(_cfg(tmp_path, str(video), det, str(garbage)))
+        script.process_videos(_cfg(tmp_path, str(video), det, str(garbage)))
     assert "not a readable checkpoint" in _one_line(e)
 
     good = torch.load(make_checkpoint(tmp_path / "good.pth"), weights_only=True)
@@ -184,7 +184,7 @@ def test_ctrl_c_keeps_json_and_csv(tmp_path, clip, caplog):
     # through main: the interrupted video's summary comes back, no traceback
     cfg = _cfg(tmp_path, str(video), det, "unused")
     with caplog.at_level(logging.WARNING):
-        summaries = load_script().main(cfg, predictor=_InterruptingPredictor())
+        summaries = load_script().process_videos(cfg, predictor=_InterruptingPredictor())
     assert "interrupted by the user" in caplog.text
     assert len(summaries) == 1 and summaries[0]["status"] == "interrupted"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 
 class CheckpointError(UserError, RuntimeError):

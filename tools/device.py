@@ -52,7 +52,7 @@ def select_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def configure_backends(device: torch.device, deterministic: bool = False) -> None:
-    """Process-wide kernel settings for training on ``device`` (also used by tools/benchmark.py)."""
+    """Process-wide kernel settings for training on ``device`` (also used by scripts/benchmark.py)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels vary run to run

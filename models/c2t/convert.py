@@ -48,7 +48,7 @@ from models.c2t.swin_mmcv import (
     timm_key_to_swin,
     timm_merge_to_mmcv,
 )
-from tools.errors import UserError
+from configs.errors import UserError
 
 # Fixed prefixes (original, ours), matched in order; relative to the model root.
 PREFIXES = [

@@ -120,7 +120,7 @@ class ReIDEvalHook(HookBase):
                                    {s: r.metrics for s, r in t.results.items()}, t.cfg.VIS.PLOTS)
             for split, res in t.results.items():
                 write_predictions(t.exp / f"predictions_best_{split}.npz", t.data, res)
-        for tag, st in stats.items():  # per query: what tools.summarize_reid resamples
+        for tag, st in stats.items():  # per query: what scripts.summarize_reid resamples
             write_query_stats(t.exp / QUERIES_FILE.format(which="best", tag=tag), st, embedded[tag][0][1], t.data)
         q, g = embedded["test"] if "test" in embedded else embedded["val"]
         draw_ranked_lists(t.exp / RANKED_LIST_PNG, t.cfg, t.data, q, g)

@@ -26,7 +26,7 @@ from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tools.device import barrier, broadcast_from_main, mean_across_ranks, setup_runtime
 from tools.engine.build import build_optimizer, build_scheduler, oom_error, place_model, reload_weights, seed_everything
 from tools.engine.hooks import HookBase, clear_run_files, default_hooks
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.evaluation.evaluator import ContractScorer
 from tools.evaluation.metrics import SUMMARY_KEYS, majority_baseline
 from tools.inference.contract import contract_for_run

@@ -49,7 +49,7 @@ def retrieval_stats(cfg: CN, data: PARData, query: Embedded, gallery: Embedded) 
 
 
 def write_query_stats(path: Path, stats: QueryStats, query_rows: np.ndarray, data: PARData) -> Path:
-    """The per-query results of one pair, keyed by dataset row (what tools.summarize_reid pairs runs on)."""
+    """The per-query results of one pair, keyed by dataset row (what scripts.summarize_reid pairs runs on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, rows=np.asarray(query_rows, np.int64), pids=data.identities[query_rows],
                         n_matches=stats.n_matches, first=stats.first, ap=stats.ap, inp=stats.inp)

@@ -8,7 +8,7 @@ feature; compare with cosine or Euclidean distance as REID.METRIC says), a multi
 ``attr_names``, ``groups``, ``input_height`` and ``input_width`` also as separate keys.
 
 ``OnnxPredictor`` is a ``Predictor`` whose network runs in onnxruntime (2-3x faster than PyTorch on
-small CPU batches, measured with ``tools.benchmark_inference``); ``onnx_for_checkpoint`` exports a
+small CPU batches, measured with ``scripts.benchmark_inference``); ``onnx_for_checkpoint`` exports a
 checkpoint once and reuses the file while the checkpoint is unchanged. The video pipeline picks its
 runtime with TEST.PAR_RUNTIME (``runtime_predictor``); eval and ``--mode predict`` stay on PyTorch, so
 their probabilities equal training's exactly.
@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)

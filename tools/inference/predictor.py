@@ -16,7 +16,7 @@ from yacs.config import CfgNode as CN
 from dataset.base import AttrGroup, DataError
 from dataset.images import BadImage, decode_rgb, resize_rgb, to_model_input
 from tools.device import select_device
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.inference.contract import InferenceContract
 from tools.inference.labels import LabelDecoder
 from tools.inference.loading import LoadedModel, load_for_inference, resolve_checkpoint

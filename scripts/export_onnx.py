@@ -1,7 +1,7 @@
 """Export a PAR checkpoint to ONNX (dynamic batch axis), checked with onnxruntime.
 
-    uv run python -m tools.export_onnx --checkpoint exp_results/NATIVE/lite/best_model.pth --out par.onnx
-    uv run python -m tools.export_onnx --config-file configs/native.yaml [KEY VALUE ...]
+    uv run python -m scripts.export_onnx --checkpoint exp_results/NATIVE/lite/best_model.pth --out par.onnx
+    uv run python -m scripts.export_onnx --config-file configs/native.yaml [KEY VALUE ...]
 
 The graph computes what the predictor returns (see ``tools.inference.onnx``).
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.inference.onnx import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from tools.inference.predictor import Predictor
 

@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.inference.labels import LabelDecoder
-from tools.video.detectors import Detector, build_detector
-from tools.video.smoothing import make_smoother
-from tools.video.tracking import ByteTracker
+from cctv.detectors import Detector, build_detector
+from cctv.smoothing import make_smoother
+from cctv.tracking import ByteTracker
 
 log = logging.getLogger(__name__)
 
@@ -594,7 +594,7 @@ def _save_thumbs(records: Any, folder: Path) -> None:
 
 def _write_report(paths: dict[str, Path]) -> None:
     """The browsable report; a failure there is logged, never hides the run's own outcome."""
-    from tools.video.report import write_report
+    from cctv.report import write_report
 
     try:
         write_report(paths["json"], paths["report"])

@@ -5,7 +5,7 @@ a card per track with its best crop, time span and decoded labels, and one drop-
 group / attribute that filters the cards in the page. The filter lives in the URL hash
 (``index.html#upper_colour=U_red&Backpack=yes``), so a filtered view can be bookmarked or shared.
 
-    uv run python -m tools.video.report exp_results/videos/clip_tracks.json   # (re)write the page
+    uv run python -m cctv.report exp_results/videos/clip_tracks.json   # (re)write the page
 """
 from __future__ import annotations
 

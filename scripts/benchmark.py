@@ -1,6 +1,6 @@
 """Side-by-side speed figures of the framework against a bare PyTorch loop (not a test).
 
-    uv run python -m tools.benchmark --config-file configs/native_lite.yaml --batch-size 32 --device cpu \
+    uv run python -m scripts.benchmark --config-file configs/native_lite.yaml --batch-size 32 --device cpu \
         --amp off --steps 8 --repeats 3 [--json bench.json] [--reference]
 
 On the same model and batch size it measures
@@ -19,7 +19,7 @@ median of the per-pair ratios, so a machine shared with other jobs (whose load d
 neither side. Both loops run under the framework's kernel settings (tools.device.configure_backends).
 
 GPU comparison (issue 6):
-    uv run python -m tools.benchmark --config-file configs/native.yaml --batch-size 64 --device cuda \
+    uv run python -m scripts.benchmark --config-file configs/native.yaml --batch-size 64 --device cuda \
         --amp bf16 --steps 10 --repeats 5 --reference --json c2t_base_bf16.json
 """
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Run the whole experiment table with one command, then print its summary.
 
-    uv run python -m tools.run_experiments --base configs/native_lite.yaml --seeds 0 1 2
-    uv run python -m tools.run_experiments --only baseline focal TRAIN.MAX_EPOCH 5
+    uv run python -m scripts.run_experiments --base configs/native_lite.yaml --seeds 0 1 2
+    uv run python -m scripts.run_experiments --only baseline focal TRAIN.MAX_EPOCH 5
 
 Every ``configs/experiments/*.yaml`` (or those named by ``--only``) runs once with the first seed
 (same seed and same data split for every row). The rows named by ``--seed-rows`` (default: the
 baseline; ``all``: every row) also run with the other seeds, as ``<row>_seed<k>``, to measure
-seed-to-seed noise; ``tools.summarize`` groups them back into one row (mean ± std) and pairs seed k
+seed-to-seed noise; ``scripts.summarize`` groups them back into one row (mean ± std) and pairs seed k
 of a row with seed k of the baseline for the bootstrap interval of Δ test mA. For example:
 
-    uv run python -m tools.run_experiments --base configs/native_lite_table.yaml --seeds 0 1 2 --seed-rows all
+    uv run python -m scripts.run_experiments --base configs/native_lite_table.yaml --seeds 0 1 2 --seed-rows all
 
 ``--base`` puts each experiment's own keys on
 top of another preset instead of its ``_BASE_`` (e.g. the CPU lite preset); trailing KEY VALUE
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
 
-    from tools.summarize import SummaryError, summarize
+    from scripts.summarize import SummaryError, summarize
     from tools.engine import ExperimentExists, run_training as train
 
     failed, roots = [], []

@@ -1,6 +1,6 @@
 """PAR inference speed of a checkpoint: PyTorch vs onnxruntime, crops per second by batch size (not a test).
 
-    uv run python -m tools.benchmark_inference --checkpoint exp_results/NATIVE/lite0_native/best_model.pth \
+    uv run python -m scripts.benchmark_inference --checkpoint exp_results/NATIVE/lite0_native/best_model.pth \
         --batch-sizes 1 4 16 --threads 2 --seconds 5
 
 Both runtimes get the same preprocessed random batch on the CPU, after ``--warmup`` untimed calls; each

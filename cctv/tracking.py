@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv
 
-from tools.video.detectors import Detections
+from cctv.detectors import Detections
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 
 class DetectorError(UserError, ValueError):

@@ -7,8 +7,8 @@ the extractor). The model is the config's with MODEL.HEAD split at random init (
 a trained stage 1). Each figure is the median of ``--epochs`` epochs after one warm-up epoch. A last
 table times the bank update + draw alone, vectorised vs a Python loop over B x N (the original's way).
 
-    uv run python tools/benchmark_stage2.py --config-file configs/demo.yaml --epochs 3
-    uv run python tools/benchmark_stage2.py --config-file configs/native_frdl.yaml TRAIN.BATCH_SIZE 64
+    uv run python scripts/benchmark_stage2.py --config-file configs/demo.yaml --epochs 3
+    uv run python scripts/benchmark_stage2.py --config-file configs/native_frdl.yaml TRAIN.BATCH_SIZE 64
 
 On a CPU shared with other jobs ``--threads 1`` gives steadier figures.
 """

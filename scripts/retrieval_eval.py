@@ -1,6 +1,6 @@
 """Attribute-combination retrieval (UPAR challenge task 2) of a checkpoint on a split.
 
-    uv run python -m tools.retrieval_eval --config-file configs/native_lite.yaml [TEST.SPLIT test] \
+    uv run python -m scripts.retrieval_eval --config-file configs/native_lite.yaml [TEST.SPLIT test] \
         [SEARCH.RETRIEVAL_ATTRS "[upper_colour, lower_colour, Gender_female]"]
 
 Queries = the distinct attribute combinations of the split (over SEARCH.RETRIEVAL_ATTRS), gallery =
@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from tools.errors import UserError
+from configs.errors import UserError
 
 
 def retrieval_eval(cfg) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tools.video.detections import Detections, DetectorError
+from cctv.detections import Detections, DetectorError
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """The results table of a set of runs (the seed study's columns), at each run's best epoch.
 
-    uv run python -m tools.summarize exp_results/NATIVE [--reference baseline] [--out-prefix PATH]
+    uv run python -m scripts.summarize exp_results/NATIVE [--reference baseline] [--out-prefix PATH]
                                      [--resamples 2000] [--bootstrap-seed 0] [--rows NAME ...]
 
 Reads every ``<run>/summary.json`` under the folder, prints a Markdown table (validation and test:
 mean attribute accuracy, mA, mean positive recall, mean negative recall, instance F1, then
 Rethinking-convention mA and the number of attributes mA averages) sorted by validation mA, and
 writes the same table to ``summary_table.csv`` plus a bar chart ``summary_table.png`` in that folder.
-Runs named ``<name>_seed<k>`` (what ``tools.run_experiments --seeds`` writes) are also grouped with
+Runs named ``<name>_seed<k>`` (what ``scripts.run_experiments --seeds`` writes) are also grouped with
 ``<name>`` into a seed-to-seed spread (mean, std, range) to judge which differences are noise.
 
 The rows table (``summary_table_rows.csv`` too) says which rows differ from the reference row beyond
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.errors import UserError
+from configs.errors import UserError
 from tools.evaluation.metrics import compute_metrics, decode_exclusive
 
 # (summary.json key, column title): the seed table's columns, in its order
@@ -114,7 +114,7 @@ def load_runs(root: str | Path) -> tuple[list[dict], list[str]]:
             warnings.append(f"skipped {e}")
     if not runs:
         raise SummaryError(f"no summary.json under {root}; train some experiments first "
-                           "(e.g. uv run python -m tools.run_experiments)")
+                           "(e.g. uv run python -m scripts.run_experiments)")
     runs.sort(key=lambda r: (-_sort_value(r), r["name"]))
     return runs, warnings
 

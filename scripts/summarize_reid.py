@@ -1,10 +1,10 @@
 """The ReID results table of a set of TASK reid / multitask runs, with paired bootstrap intervals.
 
-    uv run python -m tools.summarize_reid exp_results/PETA --reference peta_reid [--rows peta_reid peta_multitask]
+    uv run python -m scripts.summarize_reid exp_results/PETA --reference peta_reid [--rows peta_reid peta_multitask]
                                           [--split test] [--resamples 2000] [--bootstrap-seed 0] [--out PATH.csv]
 
 Reads every ``<run>/summary.json`` of a reid / multitask run under the folder and, per row (``<name>``
-with its ``<name>_seed<k>`` runs, as tools.summarize groups them), prints the mean ± sample std over
+with its ``<name>_seed<k>`` runs, as scripts.summarize groups them), prints the mean ± sample std over
 seeds of val mAP and of the split's rank-1, rank-5, mAP and mINP, and Δ rank-1 / Δ mAP against the
 reference row with a paired bootstrap 95 % interval over queries: seed k of the row is paired with
 seed k of the reference; for each pair the same queries are resampled with replacement for both runs
@@ -29,7 +29,7 @@ import numpy as np
 
 from tools.evaluation.embedding import QUERIES_FILE, read_query_stats
 from tools.evaluation.reid import QueryStats
-from tools.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, all_groups,
+from scripts.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, all_groups,
                              bootstrap_interval, mean_std, print_or_fail, row_name, run_seed)
 
 TASKS = ("reid", "multitask")

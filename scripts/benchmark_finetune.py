@@ -3,9 +3,9 @@
 A step is forward + BCE loss + backward + optimizer step on random data, with frozen parameters
 left out of the optimizer and frozen branches in eval mode without autograd, as in training.
 
-    uv run python tools/benchmark_finetune.py                                  # c2t_lite, batch 16, CPU
-    uv run python tools/benchmark_finetune.py --preset c2t_small --batch 8 --modes full head
-    uv run python tools/benchmark_finetune.py --gpu-base   # + c2t_base, AMP, batch 64 (needs CUDA)
+    uv run python scripts/benchmark_finetune.py                                  # c2t_lite, batch 16, CPU
+    uv run python scripts/benchmark_finetune.py --preset c2t_small --batch 8 --modes full head
+    uv run python scripts/benchmark_finetune.py --gpu-base   # + c2t_base, AMP, batch 64 (needs CUDA)
 
 On a CPU shared with other jobs, ``--threads 1`` gives far steadier figures than OpenMP threads
 competing for the cores.
