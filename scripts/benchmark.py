@@ -5,9 +5,9 @@
 
 On the same model and batch size it measures
   (a) bare loop: the PARModel of the config, fixed random tensors, BCE, forward + backward + step;
-  (b) framework: ``batch_engine.train_one_epoch`` on real batches from ``build_loaders`` with the
+  (b) framework: ``tools.engine.loop.train_one_epoch`` on real batches from ``build_loaders`` with the
       config's loss, optimizer, clipping and EMA; (b)/(a) is the framework's overhead;
-  (c) eval images/s through ``batch_engine.validate``;
+  (c) eval images/s through ``tools.evaluation.forward.validate``;
   (d) the data path alone (cached batches + augmentation, no model);
   (e) peak memory (CUDA: max allocated per phase; CPU: the process's max RSS);
 and, with --reference, the original study's training step (fp32, anomaly detection, a host sync
@@ -268,7 +268,8 @@ def forward_flops(model, batch: int, size_hw, device, amp_dtype) -> float:
 
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    from batch_engine import ModelEma, StepOptions, train_one_epoch, validate
+    from tools.engine.loop import ModelEma, StepOptions, train_one_epoch
+    from tools.evaluation.forward import validate
     from losses import build_loss
     from models import build_model
     from tools.device import configure_backends, select_amp, select_device
@@ -452,7 +453,7 @@ def format_table(r: dict) -> str:
         lines.append(row("(b)/(a) by process CPU time", f"{100 * r['framework_over_bare_cpu_time']:.1f} %",
                          f"{r['bare_images_per_cpu_s']:.2f} vs {r['framework_images_per_cpu_s']:.2f} img per CPU-s"))
     lines += [
-        row("(c) eval", f"{r['eval_images_per_s']:.2f} img/s", "batch_engine.validate"),
+        row("(c) eval", f"{r['eval_images_per_s']:.2f} img/s", "tools.evaluation.forward.validate"),
         row("(d) data path alone", f"{r['data_images_per_s']:.1f} img/s", "cache + augmentation, no model"),
         row("(d)/(b) data vs training need", f"{r['data_over_framework']:.1f} x", ""),
     ]

@@ -1,7 +1,7 @@
 """Stage-2 (TRAIN.STAGE2) time per epoch against a plain training epoch, on the same model and data.
 
 Every row trains one epoch of the config's train split with the real loops: ``plain`` is
-``batch_engine.train_one_epoch`` (the model in train mode, full backward), the others are
+``tools.engine.loop.train_one_epoch`` (the model in train mode, full backward), the others are
 ``Stage2Loop.run`` in their steady state (FRDL re-sampling from the banks, GOAT training and resetting
 the extractor). The model is the config's with MODEL.HEAD split at random init (timing does not need
 a trained stage 1). Each figure is the median of ``--epochs`` epochs after one warm-up epoch. A last
@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from batch_engine import StepOptions, train_one_epoch  # noqa: E402
 from configs import load_config  # noqa: E402
 from dataset import build_data, build_loaders  # noqa: E402
 from losses import build_loss  # noqa: E402
@@ -33,6 +32,7 @@ from models import build_model  # noqa: E402
 from tools.device import setup_runtime  # noqa: E402
 from tools.engine.build import build_optimizer, place_model, seed_everything  # noqa: E402
 from tools.engine.label_balanced import FeatureBanks, LabelBalanced  # noqa: E402
+from tools.engine.loop import EpochOptions, StepOptions, train_one_epoch  # noqa: E402
 from tools.engine.stage2 import Stage2Loop, Stage2Options, stage2_optimizers  # noqa: E402
 
 MODES = ("frdl", "goat", "frdl_goat")
@@ -88,7 +88,7 @@ def stage2_epoch(cfg, data, loader, rt, mode: str, *, epochs: int) -> float:
 
     def one(e: int) -> None:  # epoch index >= 1: GOAT on, and NUMBER 0: FRDL re-samples
         loader.set_epoch(e)
-        loop.run(loader, epoch=e + 1, progress=False)
+        loop.run(loader, EpochOptions(epoch=e + 1, progress=False, desc="stage 2"))
         loop.end_epoch(e + 1)
 
     return _time(one, epochs)

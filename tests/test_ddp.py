@@ -68,10 +68,10 @@ def _worker(rank: int, port: int, opts: list[str], out: str) -> None:
     torch.set_num_threads(1)
     try:
         summary, params = _train_capturing(opts)
-        from batch_engine import _on_every_rank
+        from tools.device import on_every_rank
 
         # a non-finite loss on one rank only: every rank must see it (and skip or stop together)
-        finite_everywhere = bool(_on_every_rank(torch.tensor(rank == 0)))
+        finite_everywhere = bool(on_every_rank(torch.tensor(rank == 0)))
         torch.save({"params": params, "summary": summary, "world": dist.get_world_size(),
                     "finite_everywhere": finite_everywhere}, Path(out) / f"rank{rank}.pt")
     finally:

@@ -199,7 +199,7 @@ def test_on_the_c2t_lite_model_in_partial_mode():
 def test_an_overflowing_batch_leaves_the_weights_finite_and_training_continues_with_skip():
     """One batch whose logits overflow to inf: ON_NONFINITE skip drops that step, GradNorm does not let
     the inf/NaN reach its weights or Adam moments, and the next batches keep moving the weights."""
-    from batch_engine import StepOptions, train_one_epoch
+    from tools.engine.loop import StepOptions, train_one_epoch
 
     torch.manual_seed(0)
     model = LinearShared(4, 6, 3)

@@ -115,10 +115,10 @@ def test_flooding_gradient_changes_sign_at_the_flood_level():
 
 
 def test_reset_restores_the_extractor_bit_for_bit_and_clears_its_optimiser(tmp_path):
-    from batch_engine import StepOptions
     from losses import build_loss
     from models import build_model
     from tools.engine.label_balanced import LabelBalanced
+    from tools.engine.loop import StepOptions
     from tools.engine.stage2 import Stage2Loop, Stage2Options, stage2_optimizers
 
     cfg = _cfg(tmp_path, **{"TRAIN.STAGE2": "goat", "RELOAD.TYPE": True})
@@ -131,9 +131,10 @@ def test_reset_restores_the_extractor_bit_for_bit_and_clears_its_optimiser(tmp_p
                       Stage2Options(StepOptions(device=torch.device("cpu")), reset_every=1000))
     lb.flood.levels.fill_(0.2)
     model.eval()
+    loop.epoch = 1
     for _ in range(3):
-        loss, _ = loop.losses(torch.rand(8, 3, 64, 32), (torch.rand(8, 6) < 0.3).float(), 1)
-        loop.optimise(loss, 1)
+        loss, _ = loop.losses(torch.rand(8, 3, 64, 32), (torch.rand(8, 6) < 0.3).float())
+        loop.optimise(loss)
     moved = [k for k in lb.snapshot.tensors if not torch.equal(model.state_dict()[k], stage1[k])]
     assert moved and ext_opt.state and not any(k.startswith("head.classifier") for k in lb.snapshot.tensors)
     new_heads = model.head.classifier.weight.detach().clone()
@@ -181,8 +182,9 @@ def test_stage2_resumed_mid_epoch_ends_bit_identical(root, monkeypatch):
     plan = [(0, 3), (2, 2)]  # (epoch, step): a SIGTERM after that optimiser step
     calls = {}
 
-    def optimise(self, loss, epoch):
-        real(self, loss, epoch)
+    def optimise(self, loss):
+        real(self, loss)
+        epoch = self.epoch
         calls[epoch] = calls.get(epoch, 0) + 1
         if plan and plan[0] == (epoch, calls[epoch]):
             plan.pop(0)

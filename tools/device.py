@@ -1,6 +1,7 @@
 """The one place that decides the device, AMP mode and distributed set-up."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -117,3 +118,19 @@ def barrier(rt: Runtime) -> None:
     """Wait until every rank gets here (e.g. before reading a file rank 0 writes)."""
     if rt.distributed:
         dist.barrier()
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """The AMP context for ``amp_dtype`` on ``device`` (a no-op context for full precision)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def on_every_rank(flag: torch.Tensor) -> torch.Tensor:
+    """Under DDP, True only where it is True on every rank (an all-reduce, no host sync)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    agreed = flag.to(torch.int32)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    return agreed.bool()

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from batch_engine import NonFiniteLoss
+from tools.engine.loop import NonFiniteLoss
 from tests.robustness._helpers import STEPS_PER_EPOCH, exp_dir, load, sha, the_error_line
 from tools.checkpoint import load_checkpoint
 from tools.engine import trainer as engine_trainer

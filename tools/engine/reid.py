@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from yacs.config import CfgNode as CN
 
-from batch_engine import ModelEma
 from configs.errors import ConfigError
 from configs.validate import REID_SELECT
 from dataset import build_data, build_loaders, used_splits

@@ -20,28 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
-from batch_engine import (
-    EpochResult,
-    StepOptions,
-    StopRequest,
-    _finish,
-    _on_every_rank,
-    _start,
-    _stop_on_nonfinite,
-    autocast,
-)
 from configs.errors import ConfigError
 from losses import build_loss
 from losses.flooding import elementwise_bce, flood_levels_of, flooding_loss
 from models import build_model
 from tools.engine.build import build_scheduler, oom_error, place_model, reload_weights
+from tools.device import autocast
 from tools.engine.label_balanced import NEW_HEADS, LabelBalanced
+from tools.engine.loop import EpochOptions, EpochResult, StepOptions, StopRequest, run_epoch
 from tools.engine.trainer import Trainer
 from tools.evaluation.evaluator import ContractScorer
 from tools.inference.contract import contract_for_run
@@ -108,6 +98,7 @@ class Stage2Loop:
     def __init__(self, model, lb: LabelBalanced, criterion, optimizers: tuple, opts: Stage2Options):
         self.model, self.lb, self.criterion, self.opts = model, lb, criterion, opts
         self.head_opt, self.ext_opt = optimizers
+        self.epoch = 0  # the epoch being trained (set by ``run``)
 
     def goat_on(self, epoch: int) -> bool:
         """GOAT trains the extractor from epoch 1 (epoch 0 records the flood levels)."""
@@ -130,9 +121,9 @@ class Stage2Loop:
                      "%.4f-%.4f", b[:, 0].min(), b[:, 0].max(), b[:, 1].min(), b[:, 1].max())
         self.reset()
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict]:
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(flooding loss of the stage-1 heads + BCE of the new heads, their detached parts)."""
-        lb, o = self.lb, self.opts
+        lb, o, epoch = self.lb, self.opts, self.epoch
         dev, amp = o.step.device, o.step.amp_dtype
         with autocast(dev, amp), torch.set_grad_enabled(self.goat_on(epoch)):
             z = self.model.forward_attr_features(x)
@@ -156,10 +147,10 @@ class Stage2Loop:
         head_loss, head_parts = self.criterion(logits.float(), labels)
         return total + head_loss, {**head_parts, **parts}
 
-    def optimise(self, loss: torch.Tensor, epoch: int) -> None:
+    def optimise(self, loss: torch.Tensor) -> None:
         """One backward; per optimiser: DDP average, unscale (fp16), clip, step."""
         so = self.opts.step
-        opts = [self.head_opt] + ([self.ext_opt] if self.goat_on(epoch) else [])
+        opts = [self.head_opt] + ([self.ext_opt] if self.goat_on(self.epoch) else [])
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         (so.scaler.scale(loss) if so.scaler is not None else loss).backward()
@@ -177,46 +168,19 @@ class Stage2Loop:
         if so.scaler is not None:
             so.scaler.update()
 
-    def run(self, loader, *, epoch: int, stop: StopRequest | None = None, start_step: int = 0,
-            carry: dict | None = None, log_every: int = 20, progress: bool = True) -> EpochResult:
+    def before_step(self, step: int) -> None:
+        """GOAT: the extractor back to stage 1 every STAGE2.RESET_EVERY steps."""
+        if self.goat_on(self.epoch) and step % self.opts.reset_every == 0:
+            self.reset()
+
+    def skip(self) -> None:
+        pass
+
+    def run(self, loader, eo: EpochOptions) -> EpochResult:
         """Train one stage-2 epoch; the result (and a mid-epoch ``carry``) as ``train_one_epoch``'s."""
-        so = self.opts.step
         self.model.eval()  # BatchNorm statistics frozen, no dropout: the whole of stage 2
-        res, parts, loss_sum = _start(carry, so.device)
-        pending_bad = torch.zeros((), device=so.device, dtype=torch.int64)
-        sync_every_step = so.device.type == "cpu" or so.on_nonfinite == "skip"
-        bar = tqdm(loader, desc=f"epoch {epoch} stage 2", leave=False, disable=None if progress else True,
-                   mininterval=1.0, dynamic_ncols=True)
-        t0, step = time.perf_counter(), start_step
-        for x, y, _ in bar:
-            if self.goat_on(epoch) and step % self.opts.reset_every == 0:
-                self.reset()
-            loss, step_parts = self.losses(x, y, epoch)
-            finite = _on_every_rank(torch.isfinite(loss))
-            step += 1
-            if sync_every_step and not bool(finite):
-                if so.on_nonfinite == "stop":
-                    raise _stop_on_nonfinite(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step - 1}")
-                log.warning("non-finite loss at epoch %d, step %d: step skipped", epoch, step - 1)
-                res.skipped_steps += 1
-                continue
-            parts = step_parts
-            self.optimise(loss, epoch)
-            loss_sum += loss.detach()
-            pending_bad += (~finite).long()
-            res.steps += 1
-            res.images += x.shape[0]
-            if res.steps % log_every == 0:
-                if int(pending_bad):
-                    raise _stop_on_nonfinite(f"non-finite loss at epoch {epoch} before step {step}")
-                bar.set_postfix(loss=f"{loss_sum.item() / res.steps:.4f}")
-            if stop is not None and stop.requested:
-                res.interrupted = True
-                break
-        if int(pending_bad):
-            raise _stop_on_nonfinite(f"non-finite loss during epoch {epoch}")
-        res.last_step = getattr(loader, "position", step)
-        return _finish(res, parts, loss_sum, t0, epoch)
+        self.epoch = eo.epoch
+        return run_epoch(loader, self, self.opts.step, eo)
 
 
 class Stage2Trainer(Trainer):
@@ -257,8 +221,9 @@ class Stage2Trainer(Trainer):
         loader = self.loaders[self.train_split]
         loader.set_epoch(epoch, self.state.step)
         try:
-            res = self.loop.run(loader, epoch=epoch, stop=stop, start_step=self.state.step, carry=self.state.partial,
-                                log_every=cfg.TRAIN.LOG_EVERY, progress=rt.is_main)
+            res = self.loop.run(loader, EpochOptions(epoch=epoch, stop=stop, start_step=self.state.step,
+                                                     carry=self.state.partial, log_every=cfg.TRAIN.LOG_EVERY,
+                                                     progress=rt.is_main, desc="stage 2"))
         except torch.cuda.OutOfMemoryError:
             raise oom_error("TRAIN.BATCH_SIZE", cfg.TRAIN.BATCH_SIZE) from None
         if not res.interrupted:

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from yacs.config import CfgNode as CN
 
-from batch_engine import ModelEma, NonFiniteLoss, StepOptions, StopRequest, train_one_epoch
 from configs.errors import ConfigError
 from dataset import build_data, build_loaders, used_splits
 from losses import build_loss
@@ -26,6 +25,7 @@ from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tools.device import barrier, broadcast_from_main, mean_across_ranks, setup_runtime
 from tools.engine.build import build_optimizer, build_scheduler, oom_error, place_model, reload_weights, seed_everything
 from tools.engine.hooks import HookBase, clear_run_files, default_hooks
+from tools.engine.loop import ModelEma, NonFiniteLoss, StepOptions, StopRequest, train_one_epoch
 from configs.errors import UserError
 from tools.evaluation.evaluator import ContractScorer
 from tools.evaluation.metrics import SUMMARY_KEYS, majority_baseline

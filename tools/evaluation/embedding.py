@@ -9,11 +9,10 @@ import torch
 from tqdm import tqdm
 from yacs.config import CfgNode as CN
 
-from batch_engine import autocast
 from dataset import build_data, build_loaders
 from dataset.base import PARData
 from dataset.build import reid_pairs
-from tools.device import Runtime, gather_arrays
+from tools.device import Runtime, autocast, gather_arrays
 from tools.evaluation.reid import QueryStats, pairwise_distance, reid_query_stats, save_ranked_lists
 
 Embedded = tuple[torch.Tensor, np.ndarray]  # (N, D) float32 embeddings on the device, their dataset rows

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from yacs.config import CfgNode as CN
 
-from batch_engine import validate
 from dataset import build_data, build_loaders
 from dataset.base import PARData
 from losses import build_loss
@@ -22,6 +21,7 @@ from models.reid_model import attribute_view
 from tools.checkpoint import CheckpointError
 from tools.device import Runtime, gather_arrays, mean_across_ranks, setup_runtime
 from tools.evaluation.embedding import pair_metrics, reid_eval_data
+from tools.evaluation.forward import validate
 from tools.evaluation.metrics import compute_metrics, decode_exclusive
 from tools.inference.contract import InferenceContract, ProbabilityHead, split_fingerprint
 from tools.inference.loading import experiment_dir, load_for_inference, resolve_checkpoint
