@@ -27,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imports after argument parsing: --help stays instant.
     from configs import load_config
+    from configs.preflight import preflight
 
     opts = list(args.opts)
     if args.mode:
         opts += ["MODE", args.mode]
     cfg = load_config(args.config_file, opts)
+    preflight(cfg)  # what the config alone can show wrong, before the heavy imports and the model load
     if cfg.MODE == "train":
         from tools.engine import run_training
 
