@@ -43,6 +43,7 @@ def _opts(tmp: Path, name: str, **extra) -> list[str]:
 def _train_capturing(opts: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
     """Run ``train(cfg)`` and return its summary and the trained parameters of this process."""
     from configs import load_config
+    from tools.engine import run_training
     from tools.engine import trainer as engine_trainer
 
     seen = {}
@@ -54,7 +55,7 @@ def _train_capturing(opts: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
 
     engine_trainer.train_one_epoch = capture
     try:
-        summary = engine_trainer.run_training(load_config(REPO / "configs" / "demo.yaml", opts))
+        summary = run_training(load_config(REPO / "configs" / "demo.yaml", opts))
     finally:
         engine_trainer.train_one_epoch = real
     net = seen["net"]

@@ -170,7 +170,7 @@ def test_reid_resume_after_a_mid_epoch_stop_is_bit_identical(reid_run, monkeypat
     optimizer, EMA, schedule and centers as the uninterrupted acceptance run."""
     from configs import load_config
     from tools.engine import trainer as engine_trainer
-    from tools.engine.reid import run_reid_training
+    from tools.engine import run_training
 
     root, out = reid_run
     opts = ["TASK", "reid", "NAME", "stopped", *overrides(root, out)]
@@ -183,9 +183,9 @@ def test_reid_resume_after_a_mid_epoch_stop_is_bit_identical(reid_run, monkeypat
 
     monkeypatch.setattr(engine_trainer, "train_one_epoch", one_epoch)
     with pytest.raises(KeyboardInterrupt, match="stopped at epoch 1, step 2"):
-        run_reid_training(load_config(MARKET_YAML, opts))
+        run_training(load_config(MARKET_YAML, opts))
     monkeypatch.setattr(engine_trainer, "train_one_epoch", real)
-    run_reid_training(load_config(MARKET_YAML, [*opts, "TRAIN.RESUME", "auto"]))
+    run_training(load_config(MARKET_YAML, [*opts, "TRAIN.RESUME", "auto"]))
     assert_same_run(exp_of(out, "stopped"), exp_of(out))
 
 
@@ -196,7 +196,7 @@ def test_multitask_on_the_real_market_attributes(tmp_path):
     import scipy.io as sio
 
     from configs import load_config
-    from tools.engine.reid import run_reid_training
+    from tools.engine import run_training
     from tools.inference.predictor import Predictor
 
     parts = sio.loadmat(str(mat), simplify_cells=True)["market_attribute"]
@@ -204,7 +204,7 @@ def test_multitask_on_the_real_market_attributes(tmp_path):
     root = write_market(tmp_path / "Market-1501", train_ids, test_ids)
     opts = ["TASK", "multitask", "DATASET.ATTR_FILE", str(mat), "METRIC.SELECT", "mAP", "REID.TASK_WEIGHTING", "gradnorm",
             *overrides(root, tmp_path / "exp")]
-    summary = run_reid_training(load_config(MARKET_YAML, opts))
+    summary = run_training(load_config(MARKET_YAML, opts))
     exp = exp_of(tmp_path / "exp")
     best = check_retrieval_files(exp)
     header, rows = metrics(exp)

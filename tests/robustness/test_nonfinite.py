@@ -23,8 +23,8 @@ def poison(monkeypatch):
     def install(steps: set[int], exp) -> dict:
         real = engine_trainer.build_model
 
-        def build(cfg, num_attrs):
-            model = real(cfg, num_attrs)
+        def build(cfg, num_attrs, *rest):
+            model = real(cfg, num_attrs, *rest)
 
             def hook(module, args, out):
                 if not module.training:

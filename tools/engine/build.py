@@ -28,7 +28,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def build_optimizer(cfg: CN, model: PARModel) -> torch.optim.Optimizer:
     """Pretrained groups (PRETRAINED_GROUPS) at LR_FT, new layers at LR_NEW; frozen parameters are left out."""
-    sch, opt = cfg.TRAIN.LR_SCHEDULER, cfg.TRAIN.OPTIMIZER
+    sch = cfg.TRAIN.LR_SCHEDULER
     groups = []
     for name, modules in model.param_groups().items():
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
@@ -36,8 +36,14 @@ def build_optimizer(cfg: CN, model: PARModel) -> torch.optim.Optimizer:
             groups.append({"params": params, "lr": sch.LR_FT if name in PRETRAINED_GROUPS else sch.LR_NEW, "name": name})
     if not groups:
         raise ValueError("no trainable parameters: check FINETUNE.MODE")
-    # One fused kernel per step on CUDA and CPU (CPU: ~4x faster than foreach, which loops per tensor there).
-    fused = next(iter(model.parameters())).device.type in ("cuda", "cpu")
+    return optimizer_over(cfg, groups)
+
+
+def optimizer_over(cfg: CN, groups: list[dict]) -> torch.optim.Optimizer:
+    """TRAIN.OPTIMIZER over these parameter groups: one fused kernel per step on CUDA and CPU (CPU: ~4x
+    faster than foreach, which loops per tensor there)."""
+    opt = cfg.TRAIN.OPTIMIZER
+    fused = groups[0]["params"][0].device.type in ("cuda", "cpu")
     extra = {"fused": True} if fused else {"foreach": True}
     if opt.TYPE == "sgd":
         return torch.optim.SGD(groups, momentum=opt.MOMENTUM, weight_decay=opt.WEIGHT_DECAY, **extra)

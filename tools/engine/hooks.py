@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tools.checkpoint import save_checkpoint
+from tools.engine.build import oom_error
 from tools.evaluation.evaluator import evaluate_split, stratified_metrics, stratum_columns, write_predictions
 from tools.results import plot_curves, scalar_metrics, write_attribute_report, write_json, write_metrics_csv
 
@@ -30,50 +31,79 @@ class HookBase:
         pass
 
 
-class EvalHook(HookBase):
-    """Validate (and test) every TRAIN.EVAL_EVERY epochs and on the last; write the best epoch."""
-
-    def after_epoch(self, t: Any) -> None:
-        cfg, epoch = t.cfg, t.epoch
-        if (epoch + 1) % cfg.TRAIN.EVAL_EVERY and epoch + 1 != cfg.TRAIN.MAX_EPOCH:
-            return
+def start_evaluation(t: Any) -> bool:
+    """Every TRAIN.EVAL_EVERY epochs and on the last: True, with this epoch's results cleared."""
+    due = (t.epoch + 1) % t.cfg.TRAIN.EVAL_EVERY == 0 or t.epoch + 1 == t.cfg.TRAIN.MAX_EPOCH
+    if due:
         t.results, t.strata = {}, {}
-        for split in t.eval_splits:
-            try:
-                res = evaluate_split(t.eval_model, t.loaders[split], t.criterion, scorer=t.scorer, rt=t.rt,
-                                     desc=split)
-            except torch.cuda.OutOfMemoryError:
-                from tools.engine.build import oom_error
+    return due
 
-                raise oom_error("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE) from None
-            t.results[split] = res
-            t.strata[split] = stratified_metrics(t.scorer, t.data, res)
-            t.row[f"{t.tag(split)}_loss"] = res.loss
-            t.row.update({f"{t.tag(split)}_{k}": v for k, v in scalar_metrics(res.metrics).items()})
-            t.row.update(stratum_columns(t.strata[split], t.tag(split)))
-        t.reports = {s: r.metrics for s, r in t.results.items()}
-        val = t.reports[cfg.DATASET.VAL_SPLIT]
-        test = t.reports.get(t.test_split)
-        log.info("epoch %d  loss %.4f  %.1f img/s | val mA %.4f F1 %.4f%s", epoch, t.row["train_loss"],
-                 t.row["train_images_per_s"], val["ma"], val["instance_f1"],
-                 f" | test mA {test['ma']:.4f}" if test else "")
-        t.score = val[cfg.METRIC.SELECT]
-        if t.score > t.state.best:
-            t.state.best, t.state.best_epoch = t.score, epoch
-            if t.rt.is_main:
-                self._save_best(t)
 
-    def _save_best(self, t: Any) -> None:
-        save_checkpoint({"model": t.eval_model.state_dict(), "attr_names": t.data.attr_names,
-                         "groups": [[g.name, g.kind, *g.attrs] for g in t.data.groups], "cfg": t.cfg.dump(),
-                         "contract": t.contract.to_dict(), "epoch": t.state.best_epoch,
-                         "best_metric": t.state.best}, t.exp / "best_model.pth")
-        write_attribute_report(t.exp / "attributes_best.csv", t.scorer.attr_names, t.reports, t.cfg.VIS.PLOTS)
-        write_json(t.exp / "best_metrics.json", {"epoch": t.state.best_epoch,
-                                                 **{s: scalar_metrics(m) for s, m in t.reports.items()},
-                                                 "strata": t.strata})
+def evaluate_attributes(t: Any, model: torch.nn.Module, criterion: torch.nn.Module) -> dict[str, dict]:
+    """Each of ``t.eval_splits`` under the run's contract: fills ``t.results``, ``t.strata`` and the row's
+    ``<val|test>_*`` columns; returns {split: metrics}."""
+    for split in t.eval_splits:
+        res = evaluate_split(model, t.loaders[split], criterion, scorer=t.scorer, rt=t.rt, desc=split)
+        t.results[split] = res
+        t.strata[split] = stratified_metrics(t.scorer, t.data, res)
+        t.row[f"{t.tag(split)}_loss"] = res.loss
+        t.row.update({f"{t.tag(split)}_{k}": v for k, v in scalar_metrics(res.metrics).items()})
+        t.row.update(stratum_columns(t.strata[split], t.tag(split)))
+    return {s: r.metrics for s, r in t.results.items()}
+
+
+def keep_if_best(t: Any, metrics: dict) -> bool:
+    """The one best-model saver. When ``t.score`` beats the best so far, remember the epoch and (main rank)
+    write best_model.pth (weights + inference contract), best_metrics.json ``{"epoch", **metrics, "strata"}``
+    and, with attribute results, attributes_best.csv and predictions_best_<split>.npz. True when written."""
+    if not t.score > t.state.best:
+        return False
+    t.state.best, t.state.best_epoch = t.score, t.epoch
+    if not t.rt.is_main:
+        return False
+    save_checkpoint(t.best_state(), t.exp / "best_model.pth")
+    write_json(t.exp / "best_metrics.json", {"epoch": t.state.best_epoch, **metrics, "strata": t.strata})
+    if t.results:
+        write_attribute_report(t.exp / "attributes_best.csv", t.scorer.attr_names,
+                               {s: r.metrics for s, r in t.results.items()}, t.cfg.VIS.PLOTS)
         for split, res in t.results.items():
             write_predictions(t.exp / f"predictions_best_{split}.npz", t.data, res)
+    return True
+
+
+class EvalHook(HookBase):
+    """Validate (and test) every TRAIN.EVAL_EVERY epochs and on the last; keep the best epoch.
+
+    The steps a task's evaluation overrides (``tools.engine.reid.ReIDEvalHook``): ``evaluate`` (the
+    reports), ``select`` (log the epoch, return the selection score), ``best_metrics`` (best_metrics.json)
+    and ``after_best`` (files beyond ``keep_if_best``'s)."""
+
+    def after_epoch(self, t: Any) -> None:
+        if not start_evaluation(t):
+            return
+        try:
+            t.reports = self.evaluate(t)
+        except torch.cuda.OutOfMemoryError:
+            raise oom_error("TEST.BATCH_SIZE", t.cfg.TEST.BATCH_SIZE) from None
+        t.score = self.select(t)
+        if keep_if_best(t, self.best_metrics(t)):
+            self.after_best(t)
+
+    def evaluate(self, t: Any) -> dict[str, dict]:
+        return evaluate_attributes(t, t.eval_model, t.criterion)
+
+    def select(self, t: Any) -> float:
+        val, test = t.reports[t.cfg.DATASET.VAL_SPLIT], t.reports.get(t.test_split)
+        log.info("epoch %d  loss %.4f  %.1f img/s | val mA %.4f F1 %.4f%s", t.epoch, t.row["train_loss"],
+                 t.row["train_images_per_s"], val["ma"], val["instance_f1"],
+                 f" | test mA {test['ma']:.4f}" if test else "")
+        return val[t.cfg.METRIC.SELECT]
+
+    def best_metrics(self, t: Any) -> dict:
+        return {s: scalar_metrics(m) for s, m in t.reports.items()}
+
+    def after_best(self, t: Any) -> None:
+        pass
 
 
 class LogitUpdateHook(HookBase):

@@ -227,23 +227,28 @@ def run_epoch(loader, task: EpochTask, opt: StepOptions, eo: EpochOptions) -> Ep
     return tally.finish(eo.epoch, getattr(loader, "position", step))
 
 
-def optimise(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, opt: StepOptions,
-             params: list[torch.Tensor]) -> None:
-    """Backward, clip, step (with the GradScaler under fp16 AMP), EMA update."""
-    optimizer.zero_grad(set_to_none=True)
+def optimise(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer], opt: StepOptions, *,
+             model: nn.Module | None = None, reduce: Callable[[list[torch.Tensor]], None] | None = None) -> None:
+    """One backward; per optimiser: ``reduce`` its gradients (stage 2's hand-made DDP average), unscale
+    (fp16 GradScaler), clip, step; then the scaler's update and the EMA of ``model``."""
+    for o in optimizers:
+        o.zero_grad(set_to_none=True)
+    (opt.scaler.scale(loss) if opt.scaler is not None else loss).backward()
+    for o in optimizers:
+        params = [p for g in o.param_groups for p in g["params"]]
+        if reduce is not None:
+            reduce(params)
+        if opt.scaler is not None:
+            opt.scaler.unscale_(o)
+        if opt.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, opt.clip_norm, foreach=True)
+        if opt.scaler is not None:
+            opt.scaler.step(o)
+        else:
+            o.step()
     if opt.scaler is not None:
-        opt.scaler.scale(loss).backward()
-        opt.scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if opt.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, opt.clip_norm, foreach=True)
-    if opt.scaler is not None:
-        opt.scaler.step(optimizer)
         opt.scaler.update()
-    else:
-        optimizer.step()
-    if opt.ema is not None:
+    if opt.ema is not None and model is not None:
         opt.ema.update(model)
 
 
@@ -252,7 +257,6 @@ class SupervisedTask:
 
     def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, opt: StepOptions):
         self.model, self.criterion, self.optimizer, self.opt = model, criterion, optimizer, opt
-        self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def before_step(self, step: int) -> None:
         pass
@@ -263,7 +267,7 @@ class SupervisedTask:
             return self.criterion(out.float() if torch.is_tensor(out) else out, y)
 
     def optimise(self, loss: torch.Tensor) -> None:
-        optimise(self.model, loss, self.optimizer, self.opt, self.params)
+        optimise(loss, [self.optimizer], self.opt, model=self.model)
 
     def skip(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

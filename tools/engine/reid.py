@@ -17,9 +17,7 @@ What differs from PAR training, and nothing else does (loop, resume, AMP/DDP, sc
 """
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any
 
 import torch
@@ -27,26 +25,19 @@ from yacs.config import CfgNode as CN
 
 from configs.errors import ConfigError
 from configs.validate import REID_SELECT
-from dataset import build_data, build_loaders, used_splits
+from dataset import build_data
+from dataset.base import PARData
 from dataset.build import reid_pairs
 from dataset.samplers import identity_lookup
-from losses import build_loss
 from losses.multitask import build_task_loss
-from models import build_model
 from models.reid_model import attribute_view
-from tools.checkpoint import save_checkpoint
-from tools.device import barrier
-from tools.engine.build import build_optimizer, build_scheduler, oom_error, place_model, reload_weights
-from tools.engine.hooks import (CheckpointHook, HookBase, LogitUpdateHook, LRScheduleHook, MetricsWriterHook,
-                                TensorBoardHook)
+from tools.engine.hooks import (CheckpointHook, EvalHook, HookBase, LogitUpdateHook, LRScheduleHook,
+                                MetricsWriterHook, TensorBoardHook, evaluate_attributes)
 from tools.engine.trainer import Trainer
 from tools.evaluation.embedding import (QUERIES_FILE, draw_ranked_lists, embed_loader, retrieval_stats,
                                         write_query_stats)
-from tools.evaluation.evaluator import (ContractScorer, evaluate_split, stratified_metrics, stratum_columns,
-                                        write_predictions)
 from tools.evaluation.metrics import SUMMARY_KEYS
-from tools.inference.contract import contract_for_run
-from tools.results import scalar_metrics, write_attribute_report, write_json
+from tools.results import scalar_metrics
 
 log = logging.getLogger("train")
 
@@ -60,66 +51,50 @@ def selection_metric(cfg: CN) -> str:
     return "mAP" if cfg.TASK == "reid" and s not in REID_SELECT else s
 
 
-class ReIDEvalHook(HookBase):
-    """Every TRAIN.EVAL_EVERY epochs and on the last: retrieval metrics of each pair (and multitask's
-    attribute metrics); a new best on val saves best_model.pth, best_metrics.json and the ranked lists."""
+class ReIDEvalHook(EvalHook):
+    """EvalHook for TASK reid / multitask: retrieval metrics of each (query, gallery) pair (and multitask's
+    attribute metrics); a new best on val also writes the per-query files and the ranked lists."""
 
-    def after_epoch(self, t: Any) -> None:
-        cfg, epoch = t.cfg, t.epoch
-        if (epoch + 1) % cfg.TRAIN.EVAL_EVERY and epoch + 1 != cfg.TRAIN.MAX_EPOCH:
-            return
-        t.results, t.strata = {}, {}
-        try:
-            merged = self._attributes(t) if t.data.attr_names else {}
-            embedded, stats = {}, {}
-            for tag, (q_split, g_split) in reid_pairs(cfg).items():
-                q = embed_loader(t.eval_model, t.loaders[q_split], rt=t.rt, desc=q_split)
-                g = embed_loader(t.eval_model, t.loaders[g_split], rt=t.rt, desc=g_split)
-                embedded[tag] = (q, g)
-                stats[tag] = retrieval_stats(cfg, t.data, q, g)
-                m = stats[tag].summary()
-                t.row.update({f"{tag}_{k}": m[k] for k in REID_KEYS})
-                merged[tag] = {**merged.get(tag, {}), **m}
-        except torch.cuda.OutOfMemoryError:
-            raise oom_error("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE) from None
-        t.reports = merged
-        val, test = merged["val"], merged.get("test")
-        log.info("epoch %d  loss %.4f  %.1f img/s | val mAP %.4f rank-1 %.4f mINP %.4f%s%s", epoch, t.row["train_loss"],
-                 t.row["train_images_per_s"], val["mAP"], val["rank1"], val["mINP"],
+    def __init__(self):
+        self._embedded: dict = {}
+        self._stats: dict = {}
+
+    def evaluate(self, t: Any) -> dict[str, dict]:
+        attrs = evaluate_attributes(t, attribute_view(t.eval_model), t.criterion.attrs) if t.eval_splits else {}
+        merged = {t.tag(s): scalar_metrics(m) for s, m in attrs.items()}
+        self._embedded, self._stats = self._retrieval(t, merged)
+        return merged
+
+    def select(self, t: Any) -> float:
+        val, test = t.reports["val"], t.reports.get("test")
+        log.info("epoch %d  loss %.4f  %.1f img/s | val mAP %.4f rank-1 %.4f mINP %.4f%s%s", t.epoch,
+                 t.row["train_loss"], t.row["train_images_per_s"], val["mAP"], val["rank1"], val["mINP"],
                  f" | val mA {val['ma']:.4f}" if "ma" in val else "",
                  f" | test mAP {test['mAP']:.4f} rank-1 {test['rank1']:.4f}" if test else "")
-        t.score = val[selection_metric(cfg)]
-        if t.score > t.state.best:
-            t.state.best, t.state.best_epoch = t.score, epoch
-            if t.rt.is_main:
-                self._save_best(t, embedded, stats)
+        return val[selection_metric(t.cfg)]
 
-    def _attributes(self, t: Any) -> dict[str, dict]:
-        """Multitask: EvalHook's attribute evaluation of the attribute head, per split."""
-        out = {}
-        for split in t.eval_splits:
-            res = evaluate_split(attribute_view(t.eval_model), t.loaders[split], t.criterion.attrs, scorer=t.scorer,
-                                 rt=t.rt, desc=split)
-            t.results[split] = res
-            t.strata[split] = stratified_metrics(t.scorer, t.data, res)
-            t.row[f"{t.tag(split)}_loss"] = res.loss
-            t.row.update({f"{t.tag(split)}_{k}": v for k, v in scalar_metrics(res.metrics).items()})
-            t.row.update(stratum_columns(t.strata[split], t.tag(split)))
-            out[t.tag(split)] = scalar_metrics(res.metrics)
-        return out
+    def best_metrics(self, t: Any) -> dict:
+        return t.reports
 
-    def _save_best(self, t: Any, embedded: dict, stats: dict) -> None:
-        save_checkpoint({"model": t.eval_model.state_dict(), "attr_names": t.data.attr_names,
-                         "groups": [[g.name, g.kind, *g.attrs] for g in t.data.groups], "cfg": t.cfg.dump(),
-                         "contract": t.contract.to_dict(), "epoch": t.state.best_epoch,
-                         "best_metric": t.state.best}, t.exp / "best_model.pth")
-        write_json(t.exp / "best_metrics.json", {"epoch": t.state.best_epoch, **t.reports, "strata": t.strata})
-        if t.results:  # multitask: the per-attribute report and predictions, as PAR's
-            write_attribute_report(t.exp / "attributes_best.csv", t.scorer.attr_names,
-                                   {s: r.metrics for s, r in t.results.items()}, t.cfg.VIS.PLOTS)
-            for split, res in t.results.items():
-                write_predictions(t.exp / f"predictions_best_{split}.npz", t.data, res)
-        for tag, st in stats.items():  # per query: what scripts.summarize_reid resamples
+    def after_best(self, t: Any) -> None:
+        self._save_retrieval(t, self._embedded, self._stats)
+
+    def _retrieval(self, t: Any, merged: dict) -> tuple[dict, dict]:
+        """Embed each (query, gallery) pair; its metrics go into the row and ``merged[tag]``."""
+        embedded, stats = {}, {}
+        for tag, (q_split, g_split) in reid_pairs(t.cfg).items():
+            q = embed_loader(t.eval_model, t.loaders[q_split], rt=t.rt, desc=q_split)
+            g = embed_loader(t.eval_model, t.loaders[g_split], rt=t.rt, desc=g_split)
+            embedded[tag] = (q, g)
+            stats[tag] = retrieval_stats(t.cfg, t.data, q, g)
+            m = stats[tag].summary()
+            t.row.update({f"{tag}_{k}": m[k] for k in REID_KEYS})
+            merged[tag] = {**merged.get(tag, {}), **m}
+        return embedded, stats
+
+    def _save_retrieval(self, t: Any, embedded: dict, stats: dict) -> None:
+        """Per query: what scripts.summarize_reid resamples; the ranked lists of the test (else val) pair."""
+        for tag, st in stats.items():
             write_query_stats(t.exp / QUERIES_FILE.format(which="best", tag=tag), st, embedded[tag][0][1], t.data)
         q, g = embedded["test"] if "test" in embedded else embedded["val"]
         draw_ranked_lists(t.exp / RANKED_LIST_PNG, t.cfg, t.data, q, g)
@@ -137,63 +112,39 @@ class ReIDTrainer(Trainer):
     TASKS = ("reid", "multitask")
 
     def __init__(self, cfg: CN, overwrite: bool = False, hooks: list[HookBase] | None = None):
-        self.num_ids = 0
         super().__init__(cfg, overwrite, reid_hooks(cfg) if hooks is None else hooks)
 
-    def _build_data(self) -> None:
-        cfg, rt, d = self.cfg, self.rt, self.cfg.DATASET
-        data = build_data(cfg)
-        if cfg.TASK == "reid":
-            data = data.select_attrs([])  # identities only: an attribute file found beside the images is unused
-        elif not data.attr_names:
+    def build_data(self) -> PARData:
+        data = build_data(self.cfg)
+        if self.cfg.TASK == "reid":
+            return data.select_attrs([])  # identities only: an attribute file found beside the images is unused
+        if not data.attr_names:
             raise ConfigError(f"TASK multitask: {data.name} has no attribute labels; point DATASET.ATTR_FILE at the "
                               "attribute file, or train identities only with TASK reid")
-        self.data = data
-        splits = used_splits(cfg, data)
-        self.loaders, self.bad = build_loaders(cfg, data, splits, rt.device, rank=rt.rank, world=rt.world)
-        self.train_split = d.TRAIN_SPLIT
-        self.test_split = d.TEST_SPLIT if d.TEST_SPLIT in splits else ""
-        self.eval_splits = [d.VAL_SPLIT] + ([self.test_split] if self.test_split else []) if data.attr_names else []
-        self.num_ids = identity_lookup(data.identities, self.loaders[self.train_split].rows)[1]
-        log.info("%s, TASK %s: %d training identities, %d attributes; %s", data.name, cfg.TASK, self.num_ids,
-                 len(data.attr_names), ", ".join(f"{s} {len(self.loaders[s].rows)} images" for s in splits))
+        return data
 
-    def _build_model(self) -> None:
-        cfg, rt, data = self.cfg, self.rt, self.data
-        self.model = build_model(cfg, len(data.attr_names), self.num_ids)
-        if cfg.RELOAD.TYPE:
-            reload_weights(cfg, self.model, data.attr_names)
-        self.net = place_model(cfg, self.model, rt)
-        self.ema = ModelEma(self.model, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
-        attrs = (build_loss(cfg, data.attr_names, data.groups, data.label_priors(self.train_split), self.model)
-                 if cfg.TASK == "multitask" else None)
-        self.criterion = build_task_loss(cfg, self.num_ids, self.model.embed_dim, attrs, self.model).to(rt.device)
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
-        self.contract = contract_for_run(cfg, data, self.model, self.criterion, list(self.loaders))
-        self.scorer = ContractScorer(self.contract, rt.device)
+    def data_built(self, splits: list[str]) -> None:
+        self.num_ids = identity_lookup(self.data.identities, self.loaders[self.train_split].rows)[1]
+        log.info("%s, TASK %s: %d training identities, %d attributes; %s", self.data.name, self.cfg.TASK,
+                 self.num_ids, len(self.data.attr_names),
+                 ", ".join(f"{s} {len(self.loaders[s].rows)} images" for s in splits))
 
-    def _finish(self, t_start: float) -> dict:
+    def build_criterion(self) -> torch.nn.Module:
+        """The identity and metric losses, plus (multitask) the attribute loss."""
+        attrs = self.attribute_loss() if self.cfg.TASK == "multitask" else None
+        return build_task_loss(self.cfg, self.num_ids, self.model.embed_dim, attrs, self.model)
+
+    def summary_metrics(self, best: dict) -> dict:
+        """Retrieval metrics (REID_KEYS; multitask adds SUMMARY_KEYS) of val / test, the training identities."""
         cfg = self.cfg
-        barrier(self.rt)  # rank 0 may still be writing best_metrics.json
-        best_file = self.exp / "best_metrics.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else {}
         keys = REID_KEYS + (SUMMARY_KEYS if cfg.TASK == "multitask" else ())
         val, test = best.get("val", {}), best.get("test")
-        summary = {"name": cfg.NAME, "dataset": self.data.name, "task": cfg.TASK, "seed": cfg.SEED,
-                   "best_epoch": self.state.best_epoch, "epochs": self.state.epoch, "select": selection_metric(cfg),
-                   "val": {k: val.get(k) for k in keys}, "test": {k: test.get(k) for k in keys} if test else None,
-                   "majority_val": None, "identities_train": self.num_ids,
-                   "wall_seconds": round(time.perf_counter() - t_start, 1), "config": str(self.exp / "config.yaml")}
-        if self.rt.is_main:
-            write_json(self.exp / "summary.json", summary)
-        log.info("best epoch %d: val mAP %.4f rank-1 %.4f%s; results in %s", self.state.best_epoch,
-                 val.get("mAP", float("nan")), val.get("rank1", float("nan")),
-                 f", test mAP {test['mAP']:.4f} rank-1 {test['rank1']:.4f}" if test else "", self.exp)
-        return summary
+        return {"task": cfg.TASK, "select": selection_metric(cfg), "val": {k: val.get(k) for k in keys},
+                "test": {k: test.get(k) for k in keys} if test else None, "majority_val": None,
+                "identities_train": self.num_ids}
 
-
-def run_reid_training(cfg: CN, overwrite: bool = False) -> dict:
-    """``ReIDTrainer(cfg, overwrite).run()``: what ``run.py --mode train`` runs for TASK reid / multitask."""
-    return ReIDTrainer(cfg, overwrite).run()
+    def best_line(self, summary: dict) -> str:
+        val, test = ({k: float("nan") if v is None else v for k, v in (m or {}).items()}
+                     for m in (summary["val"], summary["test"]))
+        return (f"val mAP {val['mAP']:.4f} rank-1 {val['rank1']:.4f}"
+                + (f", test mAP {test['mAP']:.4f} rank-1 {test['rank1']:.4f}" if summary["test"] else ""))

@@ -25,16 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from configs.errors import ConfigError
-from losses import build_loss
 from losses.flooding import elementwise_bce, flood_levels_of, flooding_loss
 from models import build_model
-from tools.engine.build import build_scheduler, oom_error, place_model, reload_weights
 from tools.device import autocast
+from tools.engine.build import oom_error, optimizer_over, place_model, reload_weights
 from tools.engine.label_balanced import NEW_HEADS, LabelBalanced
-from tools.engine.loop import EpochOptions, EpochResult, StepOptions, StopRequest, run_epoch
+from tools.engine.loop import EpochOptions, EpochResult, StepOptions, StopRequest, optimise, run_epoch
 from tools.engine.trainer import Trainer
-from tools.evaluation.evaluator import ContractScorer
-from tools.inference.contract import contract_for_run
 
 log = logging.getLogger("train")
 
@@ -65,17 +62,6 @@ def average_gradients(params: list[torch.Tensor]) -> None:
         offset += g.numel()
 
 
-def _optimizer(cfg, params: list[torch.Tensor], lr: float, name: str) -> torch.optim.Optimizer:
-    """TRAIN.OPTIMIZER over one parameter group (fused on CUDA and CPU, as ``build_optimizer``)."""
-    o = cfg.TRAIN.OPTIMIZER
-    groups = [{"params": params, "lr": lr, "name": name}]
-    extra = {"fused": True} if params[0].device.type in ("cuda", "cpu") else {"foreach": True}
-    if o.TYPE == "sgd":
-        return torch.optim.SGD(groups, momentum=o.MOMENTUM, weight_decay=o.WEIGHT_DECAY, **extra)
-    cls = torch.optim.Adam if o.TYPE == "adam" else torch.optim.AdamW
-    return cls(groups, weight_decay=o.WEIGHT_DECAY, **extra)
-
-
 def stage2_optimizers(cfg, model: torch.nn.Module, goat: bool):
     """(new heads at LR_NEW, extractor at STAGE2.EXTRACTOR_LR or None): GOAT trains what FINETUNE.MODE
     left trainable of the extractor; everything else is frozen."""
@@ -88,8 +74,9 @@ def stage2_optimizers(cfg, model: torch.nn.Module, goat: bool):
     if goat and not extractor:
         raise ConfigError(f"TRAIN.STAGE2 {cfg.TRAIN.STAGE2}: GOAT trains the extractor, but FINETUNE.MODE "
                           f"{cfg.FINETUNE.MODE} freezes all of it; use FINETUNE.MODE full (or partial)")
-    ext_opt = _optimizer(cfg, extractor, cfg.STAGE2.EXTRACTOR_LR, "extractor") if extractor else None
-    return _optimizer(cfg, heads, cfg.TRAIN.LR_SCHEDULER.LR_NEW, "head"), ext_opt
+    ext_opt = (optimizer_over(cfg, [{"params": extractor, "lr": cfg.STAGE2.EXTRACTOR_LR, "name": "extractor"}])
+               if extractor else None)
+    return optimizer_over(cfg, [{"params": heads, "lr": cfg.TRAIN.LR_SCHEDULER.LR_NEW, "name": "head"}]), ext_opt
 
 
 class Stage2Loop:
@@ -148,25 +135,9 @@ class Stage2Loop:
         return total + head_loss, {**head_parts, **parts}
 
     def optimise(self, loss: torch.Tensor) -> None:
-        """One backward; per optimiser: DDP average, unscale (fp16), clip, step."""
-        so = self.opts.step
+        """One backward; per optimiser (the new heads, GOAT's extractor): DDP average, unscale, clip, step."""
         opts = [self.head_opt] + ([self.ext_opt] if self.goat_on(self.epoch) else [])
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        (so.scaler.scale(loss) if so.scaler is not None else loss).backward()
-        for opt in opts:
-            params = [p for g in opt.param_groups for p in g["params"]]
-            average_gradients(params)
-            if so.scaler is not None:
-                so.scaler.unscale_(opt)
-            if so.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, so.clip_norm, foreach=True)
-            if so.scaler is not None:
-                so.scaler.step(opt)
-            else:
-                opt.step()
-        if so.scaler is not None:
-            so.scaler.update()
+        optimise(loss, opts, self.opts.step, reduce=average_gradients)
 
     def before_step(self, step: int) -> None:
         """GOAT: the extractor back to stage 1 every STAGE2.RESET_EVERY steps."""
@@ -187,26 +158,33 @@ class Stage2Trainer(Trainer):
     """``Trainer`` whose model, optimisers and epochs are stage 2's; hooks, validation, checkpoints, the
     metrics files and resume are the Trainer's (last.pth adds ``extractor_optimizer`` and ``stage2``)."""
 
-    def _build_model(self) -> None:
-        cfg, rt, data = self.cfg, self.rt, self.data
-        self.model = build_model(cfg, len(data.attr_names))
-        reload_weights(cfg, self.model, data.attr_names)
-        place_model(cfg, self.model, dataclasses.replace(rt, world=1))  # device and memory format, no DDP wrapper
-        self.net, self.ema = self.model, None
-        self.criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(self.train_split),
-                                    self.model).to(rt.device)
-        self.lb = LabelBalanced(self.model, cfg.TRAIN.STAGE2, cfg.STAGE2.BANK_SIZE, cfg.SEED + rt.rank)
-        self.optimizer, self.extractor_optimizer = stage2_optimizers(cfg, self.model, self.lb.goat)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
-        self.contract = contract_for_run(cfg, data, self.model, self.criterion, list(self.loaders))
-        self.scorer = ContractScorer(self.contract, rt.device)
-        step = StepOptions(device=rt.device, amp_dtype=rt.amp_dtype, scaler=self.scaler,
-                           clip_norm=cfg.TRAIN.CLIP_NORM if cfg.TRAIN.CLIP_GRAD else 0.0,
-                           on_nonfinite=cfg.TRAIN.ON_NONFINITE)
-        s = cfg.STAGE2
+    def build_model(self) -> torch.nn.Module:
+        """The stage-1 run's model (RELOAD is required for stage 2)."""
+        model = build_model(self.cfg, len(self.data.attr_names))
+        reload_weights(self.cfg, model, self.data.attr_names)
+        return model
+
+    def build_net(self) -> torch.nn.Module:
+        """Device and memory format, no DDP wrapper (the gradients are averaged by hand)."""
+        return place_model(self.cfg, self.model, dataclasses.replace(self.rt, world=1))
+
+    def build_ema(self) -> None:
+        return None
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The new heads' optimiser; the stage-1 heads kept beside them (``self.lb``) and GOAT's extractor
+        optimiser (``self.extractor_optimizer``) are made here too."""
+        cfg = self.cfg
+        self.lb = LabelBalanced(self.model, cfg.TRAIN.STAGE2, cfg.STAGE2.BANK_SIZE, cfg.SEED + self.rt.rank)
+        head_opt, self.extractor_optimizer = stage2_optimizers(cfg, self.model, self.lb.goat)
+        return head_opt
+
+    def build(self) -> None:
+        super().build()
+        cfg, s = self.cfg, self.cfg.STAGE2
         self.loop = Stage2Loop(self.model, self.lb, self.criterion, (self.optimizer, self.extractor_optimizer),
-                               Stage2Options(step, s.NUMBER, s.POS_PROB, s.RESET_EVERY, cfg.LOSS.SIZESUM))
+                               Stage2Options(self.step_options(), s.NUMBER, s.POS_PROB, s.RESET_EVERY,
+                                             cfg.LOSS.SIZESUM))
         if self.lb.frdl and s.NUMBER >= cfg.TRAIN.MAX_EPOCH:
             log.warning("STAGE2.NUMBER %d >= TRAIN.MAX_EPOCH %d: FRDL never re-samples", s.NUMBER, cfg.TRAIN.MAX_EPOCH)
         log.info("stage 2 %s: new heads at LR %g%s", cfg.TRAIN.STAGE2, cfg.TRAIN.LR_SCHEDULER.LR_NEW,

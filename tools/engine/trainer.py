@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from yacs.config import CfgNode as CN
 
-from configs.errors import ConfigError
+from configs.errors import ConfigError, UserError
 from dataset import build_data, build_loaders, used_splits
+from dataset.base import PARData
 from losses import build_loss
 from models import build_model
 from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -26,7 +28,6 @@ from tools.device import barrier, broadcast_from_main, mean_across_ranks, setup_
 from tools.engine.build import build_optimizer, build_scheduler, oom_error, place_model, reload_weights, seed_everything
 from tools.engine.hooks import HookBase, clear_run_files, default_hooks
 from tools.engine.loop import ModelEma, NonFiniteLoss, StepOptions, StopRequest, train_one_epoch
-from configs.errors import UserError
 from tools.evaluation.evaluator import ContractScorer
 from tools.evaluation.metrics import SUMMARY_KEYS, majority_baseline
 from tools.inference.contract import contract_for_run
@@ -109,8 +110,8 @@ class Trainer:
             (self.exp / "config.yaml").write_text(cfg.dump())
         log.info("experiment %s on %s (AMP %s, world %d)", self.exp, self.rt.device, self.rt.amp_dtype, self.rt.world)
         seed_everything(cfg.SEED, cfg.DETERMINISTIC)
-        self._build_data()
-        self._build_model()
+        self.num_ids = 0  # identity classes (ReIDTrainer), counted from the training loader
+        self.build()
         self.state = TrainState()
         self.hooks = default_hooks() if hooks is None else hooks
         self.epoch, self.row, self.reports, self.results, self.score = 0, {}, {}, {}, float("nan")
@@ -128,31 +129,66 @@ class Trainer:
         if refused:
             raise ExperimentExists(refused)
 
-    def _build_data(self) -> None:
+    def build(self) -> None:
+        """The build sequence; a subclass overrides the ``build_*`` steps it changes (as fast-reid's
+        DefaultTrainer), never the sequence."""
         cfg, rt = self.cfg, self.rt
-        self.data = build_data(cfg)
+        self.data = self.build_data()
         splits = used_splits(cfg, self.data)
         self.loaders, self.bad = build_loaders(cfg, self.data, splits, rt.device, rank=rt.rank, world=rt.world)
         self.train_split = cfg.DATASET.TRAIN_SPLIT
         self.test_split = cfg.DATASET.TEST_SPLIT if cfg.DATASET.TEST_SPLIT in splits else ""
-        self.eval_splits = [cfg.DATASET.VAL_SPLIT] + ([self.test_split] if self.test_split else [])
+        self.eval_splits = ([cfg.DATASET.VAL_SPLIT] + ([self.test_split] if self.test_split else [])
+                            if self.data.attr_names else [])
+        self.data_built(splits)
+        self.model = self.build_model()
+        self.net, self.ema = self.build_net(), self.build_ema()
+        self.criterion = self.build_criterion().to(rt.device)
+        self.optimizer = self.build_optimizer()
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+        self.contract = contract_for_run(cfg, self.data, self.model, self.criterion, list(self.loaders))
+        self.scorer = ContractScorer(self.contract, rt.device)
+
+    def build_data(self) -> PARData:
+        return build_data(self.cfg)
+
+    def data_built(self, splits: list[str]) -> None:
+        """After the loaders: say what the run trains on."""
         log.info("%s: %d attributes; %s", self.data.name, len(self.data.attr_names),
                  ", ".join(f"{s} {len(self.loaders[s].rows)} images" for s in splits))
 
-    def _build_model(self) -> None:
-        cfg, rt, data = self.cfg, self.rt, self.data
-        self.model = build_model(cfg, len(data.attr_names))
-        if cfg.RELOAD.TYPE:
-            reload_weights(cfg, self.model, data.attr_names)
-        self.net = place_model(cfg, self.model, rt)
-        self.ema = ModelEma(self.model, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
-        self.criterion = build_loss(cfg, data.attr_names, data.groups, data.label_priors(self.train_split),
-                                    self.model).to(rt.device)
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
-        self.contract = contract_for_run(cfg, data, self.model, self.criterion, list(self.loaders))
-        self.scorer = ContractScorer(self.contract, rt.device)
+    def build_model(self) -> nn.Module:
+        """The config's model, RELOAD's weights loaded when RELOAD.TYPE is on."""
+        model = build_model(self.cfg, len(self.data.attr_names), self.num_ids)
+        if self.cfg.RELOAD.TYPE:
+            reload_weights(self.cfg, model, self.data.attr_names)
+        return model
+
+    def build_net(self) -> nn.Module:
+        """The network the loop runs: the model on the device, DDP / compile wrapped."""
+        return place_model(self.cfg, self.model, self.rt)
+
+    def build_ema(self) -> ModelEma | None:
+        return ModelEma(self.model, self.cfg.TRAIN.EMA_DECAY) if self.cfg.TRAIN.EMA else None
+
+    def attribute_loss(self) -> nn.Module:
+        """LOSS.* over the attributes, with the training split's label priors."""
+        data = self.data
+        return build_loss(self.cfg, data.attr_names, data.groups, data.label_priors(self.train_split), self.model)
+
+    def build_criterion(self) -> nn.Module:
+        return self.attribute_loss()
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.cfg, self.model)
+
+    def step_options(self) -> StepOptions:
+        """How each optimisation step runs: device, AMP, grad scaler, clipping, EMA, non-finite policy."""
+        cfg, rt = self.cfg, self.rt
+        return StepOptions(device=rt.device, amp_dtype=rt.amp_dtype, scaler=self.scaler, ema=self.ema,
+                           clip_norm=cfg.TRAIN.CLIP_NORM if cfg.TRAIN.CLIP_GRAD else 0.0,
+                           on_nonfinite=cfg.TRAIN.ON_NONFINITE)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -168,11 +204,19 @@ class Trainer:
                 "scaler": self.scaler, "ema": self.ema.module if self.ema is not None else None,
                 "criterion": self.criterion}
 
+    def _meta(self) -> dict:
+        """What every checkpoint of the run carries beside the weights: labels, config, inference contract."""
+        return {"attr_names": self.data.attr_names, "groups": [[g.name, g.kind, *g.attrs] for g in self.data.groups],
+                "cfg": self.cfg.dump(), "contract": self.contract.to_dict()}
+
+    def best_state(self) -> dict:
+        """best_model.pth: the evaluated weights (EMA when on) of the best epoch."""
+        return {"model": self.eval_model.state_dict(), **self._meta(), "epoch": self.state.best_epoch,
+                "best_metric": self.state.best}
+
     def save_last(self) -> None:
         state = {k: (m.state_dict() if m is not None else None) for k, m in self._modules().items()}
-        state.update(attr_names=self.data.attr_names, groups=[[g.name, g.kind, *g.attrs] for g in self.data.groups],
-                     cfg=self.cfg.dump(), contract=self.contract.to_dict(), rng={"torch": torch.get_rng_state()},
-                     **self.state.state_dict())
+        state.update(**self._meta(), rng={"torch": torch.get_rng_state()}, **self.state.state_dict())
         save_checkpoint(state, self.exp / "last.pth")
 
     def resume(self, path: Path) -> None:
@@ -233,9 +277,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, stop: StopRequest):
         cfg, rt = self.cfg, self.rt
         self.loaders[self.train_split].set_epoch(epoch, self.state.step)
-        opt = StepOptions(device=rt.device, amp_dtype=rt.amp_dtype, scaler=self.scaler, ema=self.ema,
-                          clip_norm=cfg.TRAIN.CLIP_NORM if cfg.TRAIN.CLIP_GRAD else 0.0,
-                          on_nonfinite=cfg.TRAIN.ON_NONFINITE)
+        opt = self.step_options()
         try:
             return train_one_epoch(self.net, self.loaders[self.train_split], self.criterion, self.optimizer, opt=opt,
                                    epoch=epoch, log_every=cfg.TRAIN.LOG_EVERY, stop=stop, start_step=self.state.step,
@@ -265,28 +307,31 @@ class Trainer:
                 f"uv run run.py --config-file {self.exp / 'config.yaml'} TRAIN.RESUME auto")
 
     def _finish(self, t_start: float) -> dict:
+        """summary.json: the run, its best epoch's metrics (``summary_metrics``), its wall time."""
         cfg = self.cfg
         barrier(self.rt)  # rank 0 may still be writing best_metrics.json
         best_file = self.exp / "best_metrics.json"
         best = json.loads(best_file.read_text()) if best_file.is_file() else {}
-        val, test = best.get(cfg.DATASET.VAL_SPLIT, {}), best.get(cfg.DATASET.TEST_SPLIT) if cfg.DATASET.TEST_SPLIT else None
-        majority = majority_baseline(self.data.split_labels(self.train_split),
-                                     self.data.labels[self.loaders[cfg.DATASET.VAL_SPLIT].rows])
         summary = {"name": cfg.NAME, "dataset": self.data.name, "seed": cfg.SEED, "best_epoch": self.state.best_epoch,
-                   "epochs": self.state.epoch, "select": cfg.METRIC.SELECT,
-                   "val": {k: val.get(k) for k in SUMMARY_KEYS},
-                   "test": {k: test.get(k) for k in SUMMARY_KEYS} if test else None,
-                   "majority_val": {k: v for k, v in scalar_metrics(majority).items() if k in SUMMARY_KEYS},
+                   "epochs": self.state.epoch, **self.summary_metrics(best),
                    "wall_seconds": round(time.perf_counter() - t_start, 1), "config": str(self.exp / "config.yaml")}
         if self.rt.is_main:
             write_json(self.exp / "summary.json", summary)
-        log.info("best epoch %d: val mA %s%s; results in %s", self.state.best_epoch,
-                 f"{val.get('ma', float('nan')):.4f}", f", test mA {test['ma']:.4f}" if test else "", self.exp)
+        log.info("best epoch %d: %s; results in %s", self.state.best_epoch, self.best_line(summary), self.exp)
         return summary
 
+    def summary_metrics(self, best: dict) -> dict:
+        """The summary's selection metric, val / test metrics (SUMMARY_KEYS) and the majority baseline."""
+        cfg = self.cfg
+        val = best.get(cfg.DATASET.VAL_SPLIT, {})
+        test = best.get(cfg.DATASET.TEST_SPLIT) if cfg.DATASET.TEST_SPLIT else None
+        majority = majority_baseline(self.data.split_labels(self.train_split),
+                                     self.data.labels[self.loaders[cfg.DATASET.VAL_SPLIT].rows])
+        return {"select": cfg.METRIC.SELECT, "val": {k: val.get(k) for k in SUMMARY_KEYS},
+                "test": {k: test.get(k) for k in SUMMARY_KEYS} if test else None,
+                "majority_val": {k: v for k, v in scalar_metrics(majority).items() if k in SUMMARY_KEYS}}
 
-def run_training(cfg: CN, overwrite: bool = False) -> dict:
-    """``Trainer(cfg, overwrite).run()`` with the default hooks (``tools.engine.run_training``, what
-    ``run.py --mode train`` runs, also picks TRAIN.STAGE2's trainer and METRIC.BALANCED's hook)."""
-    return Trainer(cfg, overwrite).run()
-
+    def best_line(self, summary: dict) -> str:
+        val, test = summary["val"], summary["test"]
+        ma = val.get("ma")
+        return f"val mA {float('nan') if ma is None else ma:.4f}" + (f", test mA {test['ma']:.4f}" if test else "")
