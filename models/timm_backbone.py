@@ -7,11 +7,13 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from configs.errors import ConfigError
-from models.pretrained import load_pretrained, package_weights
+from models.pretrained import IMAGENET, Preprocessing, load_pretrained, preprocessing_of
 from models.registry import register_model
 
 
 class TimmBackbone(nn.Module):
+    preprocessing: Preprocessing = IMAGENET  # what the loaded weights expect (set by ``timm_backbone``)
+
     def __init__(self, name: str, img_size: tuple[int, int], drop_path: float = 0.0):
         super().__init__()
         kwargs = {"pretrained": False, "num_classes": 0}
@@ -42,7 +44,5 @@ def timm_backbone(cfg: CN) -> TimmBackbone:
                           "efficientnet_lite0")
     m = TimmBackbone(cfg.MODEL.BACKBONE, (cfg.DATASET.HEIGHT, cfg.DATASET.WIDTH), cfg.MODEL.DROP_PATH)
     load_pretrained(m.model, cfg.MODEL.PRETRAINED, "MODEL.PRETRAINED")
-    pkg = package_weights(cfg.MODEL.PRETRAINED)
-    if pkg is not None:  # weights trained with another input normalisation than ImageNet's
-        m.input_mean, m.input_std = pkg.mean, pkg.std
+    m.preprocessing = preprocessing_of(cfg.MODEL.PRETRAINED)
     return m

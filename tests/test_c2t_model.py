@@ -267,7 +267,7 @@ def test_lite_with_package_weights_loads_all_but_classifier_and_sets_normalisati
     pkg = efficientnet_lite0_package_state(m.backbone.spatial.model)
     assert set(pkg) == set(sp) and len(sp) == 294  # 296 minus the 2 classifier tensors
     assert all(torch.equal(sp[k], pkg[k]) for k in sp)
-    assert m.backbone.input_mean == (0.5, 0.5, 0.5) and m.backbone.input_std == (0.5, 0.5, 0.5)
+    assert m.backbone.preprocessing.mean == (0.5, 0.5, 0.5) and m.backbone.preprocessing.std == (0.5, 0.5, 0.5)
     assert torch.equal(m.mean.flatten(), torch.full((3,), 0.5))
     assert any("loaded 294 tensors" in r.getMessage() for r in caplog.records)
 

@@ -15,6 +15,7 @@ from configs.loader import ConfigError, load_config
 from dataset.base import AttrGroup
 from losses import build_loss, resolve_loss_spec
 from losses.focal import FocalTerm
+from models.pretrained import IMAGENET
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
@@ -332,6 +333,7 @@ class TinyBackbone(nn.Module):
     """A few thousand parameters; ``fc`` is the last shared layer (GradNorm's W)."""
 
     out_dim = 16
+    preprocessing = IMAGENET
 
     def __init__(self):
         super().__init__()

@@ -45,14 +45,16 @@ from models.c2t.cross_fusion import CrossFusion
 from models.c2t.swin_branch import SwinBranch, build_spatial_branch
 from models.c2t.swin_mmcv import is_mmcv_swin, mmcv_swin_to_timm
 from models.c2t.ta_block import TABlock
-from models.par_model import IMAGENET_MEAN, IMAGENET_STD
 from models.pretrained import (
+    IMAGENET,
+    Preprocessing,
     HEAD_PREFIXES,
     WeightsError,
     is_none,
     load_checked,
     load_timm_weights,
     package_weights,
+    preprocessing_of,
     read_state_dict,
     swin_state_to_timm,
 )
@@ -117,7 +119,7 @@ class C2TNet(nn.Module):
         dim = fusion_dim or vit_dim
         self.fusion = CrossFusion(self.spatial.out_dim, vit_dim, dim, fusion_heads)
         self.out_dim = self.fusion.out_dim
-        self.input_mean, self.input_std = IMAGENET_MEAN, IMAGENET_STD
+        self.preprocessing: Preprocessing = IMAGENET  # the spatial weights' (``load_spatial_weights``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Fully frozen branches run without autograd: no activations kept for a backward they don't need.
@@ -148,7 +150,7 @@ class C2TNet(nn.Module):
         (``stages.*``), or ``package:efficientnet-lite0`` (which also sets the input normalisation)."""
         if not isinstance(self.spatial, SwinBranch):
             if load_timm_weights(self.spatial.model, path, key) and package_weights(path):
-                self.input_mean, self.input_std = package_weights(path).mean, package_weights(path).std
+                self.preprocessing = preprocessing_of(path)
                 log.info("%s = %s: input normalised as (x - 0.5) / 0.5, as these weights expect", key, path)
             return
         if package_weights(path):

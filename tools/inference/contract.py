@@ -22,8 +22,6 @@ from losses.logit_adjust import posthoc_adjusted
 log = logging.getLogger(__name__)
 
 VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -118,10 +116,10 @@ def evaluated_attrs(cfg, data: PARData) -> list[str]:
 
 def guessed_contract(cfg, ckpt: dict, path: str) -> InferenceContract:
     """Best guess for a checkpoint written before contracts existed (logged as a warning)."""
-    from models.pretrained import package_weights  # only old checkpoints need this guess
+    from models.pretrained import preprocessing_of  # only old checkpoints need this guess
 
-    pkg = package_weights(cfg.MODEL.PRETRAINED)
-    mean, std = (pkg.mean, pkg.std) if pkg is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    p = preprocessing_of(cfg.MODEL.PRETRAINED)
+    mean, std = p.mean, p.std
     names = list(ckpt.get("attr_names") or [])
     log.warning("%s has no inference contract (written by an older version): guessing input %dx%d, mean/std "
                 "%s/%s, threshold %g%s; re-save it with this version to be sure", path, cfg.DATASET.HEIGHT,
