@@ -18,8 +18,16 @@ def experiment_dir(cfg, name: str | None = None, dataset: str | None = None) -> 
     return Path(cfg.OUTPUT_DIR) / (dataset or cfg.DATASET.NAME) / (name or cfg.NAME)
 
 
+# Libraries whose INFO lines are chatter to a user of this project; their warnings and errors still show.
+QUIET_LIBRARIES = ("timm", "torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "numexpr", "PIL", "matplotlib",
+                   "httpx", "httpcore", "urllib3", "huggingface_hub", "filelock", "fsspec", "h5py", "ultralytics")
+
+
 def setup_logging(exp_dir: Path | None, console: bool = True, main: bool = True) -> None:
-    """Log to ``exp_dir/log.txt`` and the console (only rank 0 writes)."""
+    """Log to ``exp_dir/log.txt`` and the console (only rank 0 writes): this project's INFO and up,
+    other libraries' (``QUIET_LIBRARIES``) WARNING and up."""
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_par", False):

@@ -114,10 +114,9 @@ def _metadata(predictor: Predictor) -> dict[str, str]:
             "thresholds": json.dumps(c.thresholds), "task": c.task, "outputs": json.dumps(output_names(c.task))}
 
 
-def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
-                atol: float = 1e-4, *, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``out`` from a loaded ``Predictor`` (model on CPU, fp32); verified at batch 1 and 3."""
-    out = Path(out)
+def _write_onnx(predictor: Predictor, out: Path, opset: int, *, verify: bool = True, atol: float = 1e-4,
+                metadata: dict[str, str]) -> str:
+    """Export, add the metadata, verify at batch 1 and 3; returns how it was verified (for the log)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     model = predictor.model.cpu().float().eval()
     outputs = output_names(predictor.contract.task)
@@ -130,15 +129,28 @@ def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSE
             _export(model, x, out, opset, external=n_bytes > EXTERNAL_DATA_BYTES, outputs=outputs)
     except Exception as e:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {str(e)[:200]}") from None
-    _add_metadata(out, {**_metadata(predictor), **(metadata or {})})
-    if verify:
-        try:
-            diff = verify_onnx(model, out, predictor.height, predictor.width, atol=atol)
-            log.info("verified %s with onnxruntime: max |diff| %.2e at batch 1 and 3", out, diff)
-        except ImportError:
-            log.warning("onnxruntime is not installed: %s not verified (uv sync --group dev)", out)
-    log.info("exported %s (%d attributes, input %dx%d, opset %d)", out, len(predictor.attr_names),
-             predictor.height, predictor.width, opset)
+    _add_metadata(out, {**_metadata(predictor), **metadata})
+    if not verify:
+        return "not verified"
+    try:
+        diff = verify_onnx(model, out, predictor.height, predictor.width, atol=atol)
+    except ImportError:
+        log.warning("onnxruntime is not installed: the ONNX export is not verified (uv sync --group dev)")
+        return "not verified"
+    return f"verified with onnxruntime: max |diff| {diff:.2e} at batch 1 and 3"
+
+
+def _log_exported(predictor: Predictor, out: Path, opset: int, how: str) -> None:
+    log.info("exported %s (%d attributes, input %dx%d, opset %d; %s)", out, len(predictor.attr_names),
+             predictor.height, predictor.width, opset, how)
+
+
+def export_onnx(predictor: Predictor, out: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
+                atol: float = 1e-4, *, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``out`` from a loaded ``Predictor`` (model on CPU, fp32); verified at batch 1 and 3."""
+    out = Path(out)
+    how = _write_onnx(predictor, out, opset, verify=verify, atol=atol, metadata=metadata or {})
+    _log_exported(predictor, out, opset, how)
     return out
 
 
@@ -178,8 +190,9 @@ def onnx_for_checkpoint(predictor: Predictor) -> Path:
         return path
     log.info("PAR runtime onnx: exporting %s to %s (once per checkpoint)", ckpt, path)
     tmp = path.with_name(path.stem + ".partial.onnx")
-    export_onnx(predictor, tmp, metadata={"checkpoint_sha1": sha1})
+    how = _write_onnx(predictor, tmp, DEFAULT_OPSET, metadata={"checkpoint_sha1": sha1})
     os.replace(tmp, path)  # never leave a half-written file under the reused name
+    _log_exported(predictor, path, DEFAULT_OPSET, how)
     return path
 
 
@@ -227,6 +240,8 @@ def runtime_predictor(predictor: Predictor, runtime: str) -> Predictor:
         return predictor
     usable = predictor.device.type == "cpu" and predictor.contract.task != "reid"
     if runtime == "auto" and not usable:
+        log.info("PAR runtime: torch (TEST.PAR_RUNTIME auto uses onnx only for attribute models on a CPU; "
+                 "this one is %s on %s)", predictor.contract.task, predictor.device.type)
         return predictor
     try:
         import onnxruntime  # noqa: F401
@@ -234,12 +249,13 @@ def runtime_predictor(predictor: Predictor, runtime: str) -> Predictor:
         if runtime == "onnx":
             raise ExportError("TEST.PAR_RUNTIME onnx needs onnxruntime: uv sync --group dev "
                               "(or pip install onnxruntime), or set TEST.PAR_RUNTIME torch") from None
-        log.info("PAR runtime: torch (onnxruntime is not installed)")
+        log.warning("PAR runtime: torch, not onnx (onnxruntime is not installed: uv sync --group dev, or set "
+                    "TEST.PAR_RUNTIME torch to silence this)")
         return predictor
     try:
         return OnnxPredictor(predictor, onnx_for_checkpoint(predictor))
     except ExportError as e:
         if runtime == "onnx":
             raise
-        log.warning("PAR runtime: torch (%s)", e)
+        log.warning("PAR runtime: torch, not onnx (%s)", e)
         return predictor
