@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tools.checkpoint import save_checkpoint
+from tools.evaluation.decision import choose_decision
 from tools.evaluation.evaluator import evaluate_split, stratified_metrics, stratum_columns, write_predictions
 from tools.results import plot_curves, scalar_metrics, write_attribute_report, write_json, write_metrics_csv
 
@@ -46,6 +47,8 @@ class EvalHook(HookBase):
                 from tools.engine.build import oom_error
 
                 raise oom_error("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE) from None
+            if split == cfg.DATASET.VAL_SPLIT:  # METRIC.DECISION: the thresholds chosen on this validation
+                res = choose_decision(cfg, t.scorer, res)
             t.results[split] = res
             t.strata[split] = stratified_metrics(t.scorer, t.data, res)
             t.row[f"{t.tag(split)}_loss"] = res.loss

@@ -41,6 +41,7 @@ from tools.engine.build import build_optimizer, build_scheduler, oom_error, plac
 from tools.engine.hooks import (CheckpointHook, HookBase, LogitUpdateHook, LRScheduleHook, MetricsWriterHook,
                                 TensorBoardHook)
 from tools.engine.trainer import Trainer
+from tools.evaluation.decision import choose_decision
 from tools.evaluation.embedding import (QUERIES_FILE, draw_ranked_lists, embed_loader, retrieval_stats,
                                         write_query_stats)
 from tools.evaluation.evaluator import (ContractScorer, evaluate_split, stratified_metrics, stratum_columns,
@@ -101,6 +102,8 @@ class ReIDEvalHook(HookBase):
         for split in t.eval_splits:
             res = evaluate_split(attribute_view(t.eval_model), t.loaders[split], t.criterion.attrs, scorer=t.scorer,
                                  rt=t.rt, desc=split)
+            if split == t.cfg.DATASET.VAL_SPLIT:  # METRIC.DECISION: the thresholds chosen on this validation
+                res = choose_decision(t.cfg, t.scorer, res)
             t.results[split] = res
             t.strata[split] = stratified_metrics(t.scorer, t.data, res)
             t.row[f"{t.tag(split)}_loss"] = res.loss
