@@ -167,7 +167,9 @@ _C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction (pos
 _C.METRIC.DECISION = "threshold"  # the decision rule the checkpoint ships (tools/evaluation/decision.py): threshold
 #                                   (METRIC.THRESHOLD for every attribute) | ma | f1 | joint: per-attribute thresholds
 #                                   chosen on each validation for mA, instance F1, or their harmonic mean (joint: the
-#                                   labels a reader wants, good for both); stored in the inference contract, so eval,
+#                                   labels a reader wants, good for both) | tau_ma | tau_f1 | tau_joint: one post-hoc
+#                                   logit-adjustment tau for all attributes, chosen on val (fewer parameters to
+#                                   over-fit a small val split); stored in the inference contract, so eval,
 #                                   predict, video and search use them; the fitted rule's val figures are optimistic
 _C.METRIC.GROUP_ARGMAX = False  # decode exclusive groups as arg-max before metrics
 _C.METRIC.EVAL_ATTRS = "all"  # attributes the metrics cover: all (trained) | published (the release's evaluated

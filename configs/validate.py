@@ -25,7 +25,7 @@ CHOICES = {
     "TEST.PAR_RUNTIME": ("auto", "onnx", "torch"),
     "TEST.SMOOTHING": ("ema", "window"),
     "SEARCH.RETRIEVAL_PROTOCOL": ("upar", "groups"),
-    "METRIC.DECISION": ("threshold", "ma", "f1", "joint"),
+    "METRIC.DECISION": ("threshold", "ma", "f1", "joint", "tau_ma", "tau_f1", "tau_joint"),
 }
 GROUP_KINDS = ("exclusive", "optional")
 

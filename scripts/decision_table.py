@@ -5,9 +5,9 @@
 Reads ``predictions_best_val.npz`` / ``predictions_best_test.npz`` and the contract in ``best_model.pth``
 (priors, post-hoc tau, group decoding, evaluated attributes), recovers the raw logits' probabilities
 (undoing the contract's post-hoc adjustment), and scores each rule on val and test: one threshold 0.5,
-post-hoc logit adjustment tau 0.5 and 1 (train priors; threshold 0.5), and per-attribute thresholds fitted
-on val for mA, instance F1 and their harmonic mean (``tools.evaluation.decision``); plus the rule the
-checkpoint ships. Prints a Markdown table (val / test mA, instance F1 and their harmonic mean H) and
+post-hoc logit adjustment tau 0.5 and 1 (train priors; threshold 0.5), one tau fitted on val, and
+per-attribute thresholds fitted on val, each for mA, instance F1 and their harmonic mean
+(``tools.evaluation.decision``); plus the rule the checkpoint ships. Prints a Markdown table (val / test mA, instance F1 and their harmonic mean H) and
 writes it with a JSON copy beside the predictions (``decision_table.md`` / ``.json``).
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contra
 
 def rules(contract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, str, np.ndarray | None]]:
     """(name, probability kind, thresholds or None = fit) of each rule."""
-    from tools.evaluation.decision import fit_thresholds
+    from tools.evaluation.decision import fit_tau, fit_thresholds
     from tools.evaluation.metrics import decode_exclusive
 
     a = len(contract.attr_names)
@@ -81,8 +81,15 @@ def rules(contract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, 
         t[cols] = fit_thresholds(decided[:, cols], val_labels[:, cols], objective)
         return t
 
+    def fit_tau_rule(objective: str) -> tuple[str, str, np.ndarray]:
+        t = np.full(a, 0.5)
+        decided = decode_exclusive(val, idx) if idx else val
+        tau, t[cols] = fit_tau(decided[:, cols], val_labels[:, cols], _log_odds(contract.priors)[cols], objective)
+        return f"tau fitted on val for {objective} (tau {tau:.1f})", "raw", t
+
     half = np.full(a, 0.5)
     out = [("threshold 0.5", "raw", half), ("tau 0.5", "tau0.5", half), ("tau 1", "tau1", half)]
+    out += [fit_tau_rule(o) for o in ("ma", "f1", "joint")] if contract.priors else []
     out += [(f"per-attribute, {o} on val", "raw", fit(o)) for o in ("ma", "f1", "joint")]
     return out + [("shipped (contract)", "shipped", contract.threshold_array())]
 

@@ -100,3 +100,19 @@ def test_the_checkpoint_ships_the_fitted_rule_and_eval_reproduces_best_metrics(t
     t0 = np.asarray(contract["thresholds"])
     assert np.allclose(t0, fit_thresholds(z["probs"], z["labels"], "joint"))  # refit from the saved predictions
     assert Predictor.from_checkpoint(exp / "best_model.pth", device="cpu").decoder.thresholds.tolist() == t0.tolist()
+
+
+def test_tau_family_by_hand():
+    """Prior 0.2: log-odds log(1/4), so tau's threshold is 1 / (1 + 4^tau) (tau 0: .5, tau 1: .2).
+    Labels [1,1,0,0,0], probabilities [.25, .6, .1, .3, .05]: mA .75 while t > .3 (tau <= .6), .583 at
+    tau .7 (t .275: s3 a false positive), .833 for tau .8 .. 1.5 (t .248 .. .111: s0 caught), then lower;
+    the nearest 0 of the best taus is .8."""
+    from tools.evaluation.decision import fit_tau, tau_thresholds
+
+    lo = np.array([np.log(0.25)])
+    probs = np.array([[0.25], [0.6], [0.1], [0.3], [0.05]])
+    labels = np.array([[1], [1], [0], [0], [0]])
+    tau, t = fit_tau(probs, labels, lo, "ma")
+    assert tau == pytest.approx(0.8) and t[0] == pytest.approx(1 / (1 + 4 ** 0.8))
+    assert fit_tau(probs, labels, lo, "joint")[0] == pytest.approx(0.8)
+    assert tau_thresholds(lo, 1.0)[0] == pytest.approx(0.2) and tau_thresholds(lo, 1.0, tau0=1.0)[0] == 0.5
