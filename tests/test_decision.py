@@ -116,3 +116,29 @@ def test_tau_family_by_hand():
     assert tau == pytest.approx(0.8) and t[0] == pytest.approx(1 / (1 + 4 ** 0.8))
     assert fit_tau(probs, labels, lo, "joint")[0] == pytest.approx(0.8)
     assert tau_thresholds(lo, 1.0)[0] == pytest.approx(0.2) and tau_thresholds(lo, 1.0, tau0=1.0)[0] == 0.5
+
+
+def test_decision_table_from_saved_predictions(tmp_path):
+    """scripts.decision_table on a run folder written by hand: a contract shipping tau 1 (prior .2 for both
+    attributes: the adjustment multiplies the odds by 4), its adjusted val / test probabilities."""
+    import torch
+
+    from scripts.decision_table import decision_table, markdown
+    from tools.inference.contract import InferenceContract
+
+    c = InferenceContract(attr_names=["A", "B"], groups=[], height=8, width=4, mean=[0.5] * 3, std=[0.5] * 3,
+                          thresholds=[0.5, 0.5], la_tau=1.0, priors=[0.2, 0.2])
+    torch.save({"contract": c.to_dict()}, tmp_path / "best_model.pth")
+    raw = np.array([[0.25, 0.6], [0.6, 0.1], [0.1, 0.3], [0.3, 0.05]])  # tau 0 probabilities
+    labels = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], np.int8)
+    odds = raw / (1 - raw) * 4  # tau 1: z - log(.2 / .8) = z + log 4
+    shipped = odds / (1 + odds)  # [.571, .857], [.857, .308], [.308, .632], [.632, .174]
+    for split in ("val", "test"):
+        np.savez(tmp_path / f"predictions_best_{split}.npz", probs=shipped.astype(np.float32), labels=labels,
+                 attr_names=np.array(["A", "B"]), rows=np.arange(4))
+    rows = {r["rule"]: r for r in decision_table(tmp_path)}
+    # threshold 0.5 on the raw probabilities: A [0,1,0,0] vs [1,1,0,0] -> mA .75; B [1,0,0,0] vs [1,0,1,0] -> .75
+    assert rows["threshold 0.5"]["test_ma"] == pytest.approx(0.75)
+    # tau 1 = what the contract ships: A [1,1,0,1] -> (1 + 1/2) / 2; B [1,0,1,0] -> 1
+    assert rows["tau 1"]["test_ma"] == pytest.approx((0.75 + 1.0) / 2) == rows["shipped (contract)"]["test_ma"]
+    assert "| rule | val mA | val F1 | val H | test mA |" in markdown(list(rows.values()))
