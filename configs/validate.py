@@ -54,6 +54,9 @@ def validate_config(cfg: CN) -> None:
         raise ConfigError(f"DATASET.HEIGHT/WIDTH must be positive, got {d.HEIGHT}x{d.WIDTH}")
     if not 0.0 < cfg.METRIC.THRESHOLD < 1.0:
         raise ConfigError(f"METRIC.THRESHOLD = {cfg.METRIC.THRESHOLD} must be in (0, 1); the usual is 0.5")
+    if cfg.METRIC.DECISION != "threshold" and d.VAL_SPLIT == d.TEST_SPLIT:
+        raise ConfigError(f"METRIC.DECISION {cfg.METRIC.DECISION} fits thresholds on DATASET.VAL_SPLIT, which is also "
+                          f"DATASET.TEST_SPLIT ({d.VAL_SPLIT}); validate on another split or use METRIC.DECISION threshold")
     if (cfg.TEST.ATTR_MAP or cfg.TEST.SUBSET) and not cfg.TEST.DATASET:
         raise ConfigError("TEST.ATTR_MAP / TEST.SUBSET apply to a cross-domain eval; set TEST.DATASET (e.g. PETA) too")
     if cfg.TRAIN.BATCH_SIZE <= 0:

@@ -75,6 +75,8 @@ def test_decision_is_validated():
 
     with pytest.raises(ConfigError, match="METRIC.DECISION"):
         load_config(REPO / "configs" / "demo.yaml", ["METRIC.DECISION", "best"])
+    with pytest.raises(ConfigError, match="also DATASET.TEST_SPLIT"):  # fitted and reported on one split
+        load_config(REPO / "configs" / "demo.yaml", ["METRIC.DECISION", "joint", "DATASET.VAL_SPLIT", "test"])
     with pytest.raises(ConfigError, match="METRIC.THRESHOLD"):
         load_config(REPO / "configs" / "demo.yaml", ["METRIC.THRESHOLD", "1.0"])
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the evaluator imports this module's callers, not this modul
 log = logging.getLogger(__name__)
 
 DECISIONS = ("threshold", "ma", "f1", "joint", "tau_ma", "tau_f1", "tau_joint")
-TAUS = np.round(np.arange(-0.5, 2.0 + 1e-9, 0.1), 2)  # the tau_* family's candidates
+TAUS = np.round(np.arange(-0.5, 2.0 + 1e-9, 0.1), 2) + 0.0  # the tau_* family's candidates (+ 0.0: no -0.0)
 GRID = 1.0 / (1.0 + np.exp(-np.arange(-5.0, 5.0 + 1e-9, 0.25)))  # 41 candidate thresholds
 
 
