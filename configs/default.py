@@ -139,7 +139,8 @@ _C.STAGE2.BANK_SIZE = 1024  # FRDL: features kept per attribute and label value 
 _C.STAGE2.POS_PROB = 0.5  # FRDL: probability that a re-sampled slot is positive (each attribute independently)
 _C.STAGE2.NUMBER = 3  # FRDL: first epoch (0-based) whose new heads train on bank features; earlier epochs use the
 #                       batch's own features and labels (the original re-samples from epoch NUMBER + 1)
-_C.STAGE2.RESET_EVERY = 20  # GOAT: reset the extractor to the stage-1 weights (and its optimiser state) every K steps
+_C.STAGE2.RESET_EVERY = 50  # GOAT: reset the extractor to the stage-1 weights (and its optimiser state) every K steps
+#                             (50 = the original code's period; the README's GOAT figures before #23 used 20)
 _C.STAGE2.EXTRACTOR_LR = 1e-5  # GOAT: learning rate of the extractor on the flooding loss (constant)
 
 # ----------------------------------------------------------------------------- loss
@@ -161,7 +162,15 @@ _C.LOSS.GRADNORM_LR = 0.025  # learning rate of the GradNorm task weights
 
 # ----------------------------------------------------------------------------- metrics
 _C.METRIC = CN()
-_C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction
+_C.METRIC.THRESHOLD = 0.5  # probability threshold of a positive prediction (positive when prob > threshold, strictly,
+#                            as Rethinking_of_PAR); with METRIC.DECISION other than threshold: the start and fallback
+_C.METRIC.DECISION = "threshold"  # the decision rule the checkpoint ships (tools/evaluation/decision.py): threshold
+#                                   (METRIC.THRESHOLD for every attribute) | ma | f1 | joint: per-attribute thresholds
+#                                   chosen on each validation for mA, instance F1, or their harmonic mean (joint: the
+#                                   labels a reader wants, good for both) | tau_ma | tau_f1 | tau_joint: one post-hoc
+#                                   logit-adjustment tau for all attributes, chosen on val (fewer parameters to
+#                                   over-fit a small val split); stored in the inference contract, so eval,
+#                                   predict, video and search use them; the fitted rule's val figures are optimistic
 _C.METRIC.GROUP_ARGMAX = False  # decode exclusive groups as arg-max before metrics
 _C.METRIC.EVAL_ATTRS = "all"  # attributes the metrics cover: all (trained) | published (the release's evaluated
 #                               subset, e.g. PETA's 35 while training all 105 with DATASET.LABEL all)
@@ -176,6 +185,12 @@ _C.METRIC.BALANCED_SEED = 0  # seed of the balanced-test subsample
 _C.TEST = CN()
 _C.TEST.SPLIT = "test"  # --mode eval: split to evaluate (train | val | test | all)
 _C.TEST.BATCH_SIZE = 128
+_C.TEST.DATASET = ""  # --mode eval on another dataset (cross-domain): a dataset YAML, or a name (PETA = configs/peta.yaml)
+#                      whose DATASET section replaces this one's; scores the checkpoint's shipped decisions
+_C.TEST.ATTR_MAP = ""  # with TEST.DATASET: attribute map (dataset/maps name such as peta_to_native, or a YAML path);
+#                       its sources are the dataset's attributes (labels united per target) or the checkpoint's
+#                       (decisions OR-ed per target); "" = attributes of the same name
+_C.TEST.SUBSET = ""  # with TEST.DATASET: only images under a folder of this name (PETA's subsets: TownCentre, CUHK ...)
 _C.TEST.MODEL_FOLDER_NAME = ""  # experiment folder whose best_model.pth is used ("" = NAME)
 _C.TEST.PRETRAINED_WEIGHTS = ""  # explicit checkpoint path (wins over MODEL_FOLDER_NAME)
 _C.TEST.VIDEO_PATH = ""  # a video file or a folder of videos
@@ -223,6 +238,10 @@ _C.SEARCH.EXAMPLE = ""  # --mode search by example: a person crop; candidates ra
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
 _C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
 _C.SEARCH.RETRIEVAL_ATTRS = []  # scripts.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)
+_C.SEARCH.RETRIEVAL_PROTOCOL = "upar"  # scripts.retrieval_eval: upar (every attribute one binary term, as UPAR defines
+#                                        its 40: colours are not exclusive) | groups (exclusive groups take one value);
+#                                        both: an unknown label leaves an image out only of the queries its known
+#                                        terms match, and the counts of anything left out are printed
 
 # ----------------------------------------------------------------------------- person re-identification
 _C.REID = CN()

@@ -24,6 +24,8 @@ CHOICES = {
     "TEST.DETECTOR": ("auto", "ssdlite", "yolo", "hog", "file"),
     "TEST.PAR_RUNTIME": ("auto", "onnx", "torch"),
     "TEST.SMOOTHING": ("ema", "window"),
+    "SEARCH.RETRIEVAL_PROTOCOL": ("upar", "groups"),
+    "METRIC.DECISION": ("threshold", "ma", "f1", "joint", "tau_ma", "tau_f1", "tau_joint"),
 }
 GROUP_KINDS = ("exclusive", "optional")
 
@@ -50,6 +52,13 @@ def validate_config(cfg: CN) -> None:
         )
     if d.HEIGHT <= 0 or d.WIDTH <= 0:
         raise ConfigError(f"DATASET.HEIGHT/WIDTH must be positive, got {d.HEIGHT}x{d.WIDTH}")
+    if not 0.0 < cfg.METRIC.THRESHOLD < 1.0:
+        raise ConfigError(f"METRIC.THRESHOLD = {cfg.METRIC.THRESHOLD} must be in (0, 1); the usual is 0.5")
+    if cfg.METRIC.DECISION != "threshold" and d.VAL_SPLIT == d.TEST_SPLIT:
+        raise ConfigError(f"METRIC.DECISION {cfg.METRIC.DECISION} fits thresholds on DATASET.VAL_SPLIT, which is also "
+                          f"DATASET.TEST_SPLIT ({d.VAL_SPLIT}); validate on another split or use METRIC.DECISION threshold")
+    if (cfg.TEST.ATTR_MAP or cfg.TEST.SUBSET) and not cfg.TEST.DATASET:
+        raise ConfigError("TEST.ATTR_MAP / TEST.SUBSET apply to a cross-domain eval; set TEST.DATASET (e.g. PETA) too")
     if cfg.TRAIN.BATCH_SIZE <= 0:
         raise ConfigError(f"TRAIN.BATCH_SIZE must be positive, got {cfg.TRAIN.BATCH_SIZE}")
     if cfg.TRAIN.MAX_EPOCH <= 0:

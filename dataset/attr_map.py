@@ -36,6 +36,12 @@ def _read(path: Path) -> tuple[dict, list]:
     return doc["map"], [str(a) for a in unmapped]
 
 
+def read_map_entries(path: str | Path) -> dict[str, list[str]]:
+    """{target attribute: [source attributes]} as the file lists them (names not checked against any list)."""
+    entries, _ = _read(Path(path))
+    return {str(t): [str(s) for s in (v or [])] for t, v in entries.items()}
+
+
 def load_attr_map(path: str | Path, source_attrs: Sequence[str], target_attrs: Sequence[str]) -> dict[str, list[str]]:
     """{target attribute: [source attributes]} in file order, every name checked against both lists."""
     path = Path(path)

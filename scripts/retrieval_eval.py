@@ -4,7 +4,9 @@
         [SEARCH.RETRIEVAL_ATTRS "[upper_colour, lower_colour, Gender_female]"]
 
 Queries = the distinct attribute combinations of the split (over SEARCH.RETRIEVAL_ATTRS), gallery =
-its images ranked by the joint probability of the combination, relevance = exact match. The
+its images ranked by the joint probability of the combination, relevance = exact match; under
+SEARCH.RETRIEVAL_PROTOCOL upar (default) every attribute is one binary term (UPAR's colours are not
+exclusive). Unknown labels are handled per term and the counts of what is left out are printed. The
 probabilities are ``--mode eval``'s (the checkpoint's inference contract); prints mAP and rank-1/5/10
 and writes ``retrieval_<split>.json`` into the experiment folder.
 """
@@ -16,6 +18,14 @@ import sys
 from typing import Sequence
 
 from configs.errors import UserError
+
+
+def exclusion_line(m: dict, protocol: str) -> str:
+    """What the retrieval left out, in one line (nothing is dropped silently)."""
+    ill = "" if protocol == "upar" else f"; {m['retrieval_ill_defined']} with an exclusive group not exactly one member on"
+    return (f"  {m['retrieval_images_with_unknown']} image(s) with an undefined term (unknown label{ill}) define no "
+            f"query and are left out only of the queries their known terms match ({m['retrieval_excluded_mean']:.1f} "
+            "images per query on average); no other image is left out")
 
 
 def retrieval_eval(cfg) -> dict:
@@ -33,11 +43,12 @@ def retrieval_eval(cfg) -> dict:
     z = np.load(experiment_dir(cfg) / f"eval_{split}_predictions.npz")
     groups = load_checkpoint(out["checkpoint"], trusted=cfg.RELOAD.TRUSTED).get("groups") or []
     m = retrieval_metrics(z["probs"], z["labels"], list(z["attr_names"]), groups,
-                          subset=list(cfg.SEARCH.RETRIEVAL_ATTRS) or None)
+                          subset=list(cfg.SEARCH.RETRIEVAL_ATTRS) or None, protocol=cfg.SEARCH.RETRIEVAL_PROTOCOL)
     write_json(experiment_dir(cfg) / f"retrieval_{split}.json", {"checkpoint": out["checkpoint"], "split": split, **m})
     print(f"{split}: retrieval mAP {m['retrieval_mAP']:.4f}, rank-1 {m['retrieval_rank1']:.4f}, rank-5 "
           f"{m['retrieval_rank5']:.4f}, rank-10 {m['retrieval_rank10']:.4f} ({m['retrieval_queries']} queries, "
-          f"{m['retrieval_gallery']} images)")
+          f"{m['retrieval_gallery']} images, protocol {cfg.SEARCH.RETRIEVAL_PROTOCOL})")
+    print(exclusion_line(m, cfg.SEARCH.RETRIEVAL_PROTOCOL))
     return m
 
 

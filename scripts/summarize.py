@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from configs.errors import UserError
-from tools.evaluation.metrics import compute_metrics, decode_exclusive
+from tools.evaluation.metrics import compute_metrics, decode_exclusive, predicted_positive
 
 # (summary.json key, column title): the seed table's columns, in its order
 COLUMNS = [("mean_acc", "mAcc"), ("ma", "mA"), ("mean_pos_recall", "R+"), ("mean_neg_recall", "R-"),
@@ -221,7 +221,7 @@ class Predictions:
 
     @property
     def pred(self) -> np.ndarray:
-        return self.decided >= self.thresholds
+        return predicted_positive(self.decided, self.thresholds)
 
     def ma(self) -> float:
         return compute_metrics(self.decided, self.labels, self.thresholds)["ma"]

@@ -128,7 +128,7 @@ def test_metrics_are_recomputed_from_the_per_image_probabilities(trained):
             top = np.asarray(idx)[probs[:, idx].argmax(1)]
             decided[:, idx] = 0.0
             decided[np.arange(len(probs)), top] = 1.0
-    pred = decided >= 0.5
+    pred = decided > 0.5  # the rule: strictly above the threshold
     pos, neg = labels == 1, labels == 0
     rec_p = (pred & pos).sum(0) / np.where(pos.sum(0) > 0, pos.sum(0), np.nan)
     rec_n = (~pred & neg).sum(0) / np.where(neg.sum(0) > 0, neg.sum(0), np.nan)

@@ -91,9 +91,11 @@ def test_reader_reads_images_ids_and_attributes_by_name(mini):
     assert sorted(np.concatenate([s["train"], s["val"]]).tolist()) == s["trainval"].tolist() == list(range(12))
     assert not set(data.identities[s["train"]]) & set(data.identities[s["val"]])
     assert len(set(data.identities[s["val"]])) == 1  # round(10% of 5 identities), at least one
-    vq = s["val_query"]
-    assert len({(data.identities[r], data.cameras[r]) for r in vq}) == len(vq) == len(
-        {(data.identities[r], data.cameras[r]) for r in s["val"]})
+    vq, vg = s["val_query"], s["val_gallery"]
+    # the validation identity (0010) has one image in each of cameras 1 and 2: Market's draw (one per identity
+    # and camera) would take both and leave no gallery, so the query is one camera's image, the gallery the other's
+    assert len(vq) == len(vg) == 1 and data.identities[vq[0]] == data.identities[vg[0]]
+    assert data.cameras[vq[0]] != data.cameras[vg[0]]
     assert sorted(np.concatenate([vq, s["val_gallery"]]).tolist()) == s["val"].tolist()
     assert s["query"].tolist() == [12, 13, 14] and s["gallery"].tolist() == list(range(15, 22))
     assert s["test"].tolist() == list(range(17, 22))  # gallery minus junk and distractor

@@ -20,7 +20,9 @@ evaluate_market_attribute.m does. ``LABEL all`` keeps them optional.
 
 Splits: ``trainval`` = every bounding_box_train image of a real identity; ``val`` = the images of a
 seeded 10% of those identities (DATASET.SPLIT_SEED), ``train`` = the rest; ``val_query`` /
-``val_gallery`` split ``val`` as Market-1501's query was drawn (one image per identity and camera);
+``val_gallery`` split ``val`` as Market-1501's query was drawn (one image per identity and camera; where
+that takes every image, as in a folder with one image per identity and camera, the query is instead each
+identity's images from one camera and the gallery its other cameras', which the log says);
 ``query`` / ``gallery`` = query/ and bounding_box_test/ (junk included: the metric ignores it);
 ``test`` = the gallery images of real identities (the 13,115 the attribute protocol scores).
 ``PARData.identities`` holds the pids as named (-1 junk = unknown, 0 distractor: no query has pid 0,
@@ -187,6 +189,27 @@ def image_labels(pids: np.ndarray, paths: list[Path], table: dict[int, np.ndarra
 
 
 # ----------------------------------------------------------------------------- splits
+def market_query(val: np.ndarray, pids: np.ndarray, cams: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Market-1501's query draw: one image per identity and camera (the rest is the gallery)."""
+    keys = pids[val] * 10_000 + cams[val]
+    shuffled = rng.permutation(len(val))
+    _, first = np.unique(keys[shuffled], return_index=True)
+    return np.sort(val[shuffled[first]])
+
+
+def camera_query(val: np.ndarray, pids: np.ndarray, cams: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per identity seen by two or more cameras: its images from one (seeded) camera; its other cameras'
+    images stay in the gallery (VIPeR / PRID / GRID-style folders: one image per identity and camera)."""
+    query = []
+    for pid in np.unique(pids[val]):
+        mine = val[pids[val] == pid]
+        views = np.unique(cams[mine])
+        if len(views) >= 2:
+            query.append(mine[cams[mine] == rng.choice(views)])
+    return np.sort(np.concatenate(query)) if query else np.zeros(0, np.int64)
+
+
 def split_rows(pids: np.ndarray, cams: np.ndarray, part: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """The splits of the module note; ``part`` is 0 / 1 / 2 = train / query / gallery folder per image."""
     rng = np.random.default_rng(seed)
@@ -197,11 +220,13 @@ def split_rows(pids: np.ndarray, cams: np.ndarray, part: np.ndarray, seed: int) 
     val_ids = rng.permutation(ids)[:n_val]
     in_val = np.isin(pids[trainval], val_ids)
     val = trainval[in_val]
-    # Market-1501's query: one image per identity and camera; the rest is the gallery.
-    keys = pids[val] * 10_000 + cams[val]
-    shuffled = rng.permutation(len(val))
-    _, first = np.unique(keys[shuffled], return_index=True)
-    val_query = np.sort(val[shuffled[first]])
+    val_query = market_query(val, pids, cams, rng)
+    if len(val) and len(val_query) == len(val):  # every image its identity's only one in its camera
+        val_query = camera_query(val, pids, cams, rng)
+        log.warning("val_query / val_gallery: one image per identity and camera leaves Market-1501's query draw "
+                    "(one image per identity and camera) no gallery; cut instead per identity: query = its images "
+                    "from one camera (%d images), gallery = its other cameras' (%d images)", len(val_query),
+                    len(val) - len(val_query))
     return {"train": trainval[~in_val], "val": val, "trainval": trainval,
             "val_query": val_query, "val_gallery": np.setdiff1d(val, val_query),
             "query": np.flatnonzero(part == 1), "gallery": np.flatnonzero(part == 2),

@@ -14,6 +14,7 @@ import torch
 
 from tools.checkpoint import save_checkpoint
 from tools.engine.build import oom_error
+from tools.evaluation.decision import choose_decision
 from tools.evaluation.evaluator import evaluate_split, stratified_metrics, stratum_columns, write_predictions
 from tools.results import plot_curves, scalar_metrics, write_attribute_report, write_json, write_metrics_csv
 
@@ -44,6 +45,8 @@ def evaluate_attributes(t: Any, model: torch.nn.Module, criterion: torch.nn.Modu
     ``<val|test>_*`` columns; returns {split: metrics}."""
     for split in t.eval_splits:
         res = evaluate_split(model, t.loaders[split], criterion, scorer=t.scorer, rt=t.rt, desc=split)
+        if split == t.cfg.DATASET.VAL_SPLIT:  # METRIC.DECISION: the thresholds chosen on this validation
+            res = choose_decision(t.cfg, t.scorer, res)
         t.results[split] = res
         t.strata[split] = stratified_metrics(t.scorer, t.data, res)
         t.row[f"{t.tag(split)}_loss"] = res.loss

@@ -41,7 +41,7 @@ class Stage2Options:
     step: StepOptions
     number: int = 3  # STAGE2.NUMBER
     pos_prob: float = 0.5  # STAGE2.POS_PROB
-    reset_every: int = 20  # STAGE2.RESET_EVERY
+    reset_every: int = 50  # STAGE2.RESET_EVERY (the original's 50)
     sizesum: bool = True  # LOSS.SIZESUM, for the flooding loss
 
 

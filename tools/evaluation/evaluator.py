@@ -20,6 +20,7 @@ from losses import build_loss
 from models.reid_model import attribute_view
 from tools.checkpoint import CheckpointError
 from tools.device import Runtime, gather_arrays, mean_across_ranks, setup_runtime
+from tools.evaluation.cross_domain import evaluate_cross_domain
 from tools.evaluation.embedding import pair_metrics, reid_eval_data
 from tools.evaluation.forward import validate
 from tools.evaluation.metrics import compute_metrics, decode_exclusive
@@ -152,7 +153,10 @@ def evaluate_retrieval(cfg: CN, loaded, rt: Runtime, exp: Path) -> dict:
 
 
 def evaluate(cfg: CN) -> dict:
-    """--mode eval: load a checkpoint under its contract and write metrics for TEST.SPLIT."""
+    """--mode eval: load a checkpoint under its contract and write metrics for TEST.SPLIT (on TEST.DATASET:
+    ``tools.evaluation.cross_domain``)."""
+    if cfg.TEST.DATASET:
+        return evaluate_cross_domain(cfg)
     rt = setup_runtime(cfg)
     exp = experiment_dir(cfg)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)

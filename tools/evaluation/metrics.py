@@ -5,6 +5,11 @@ negative) label in the evaluated split has an undefined positive (negative) reca
 reported as NaN and left out of the means (``ma``; ``n_attrs_evaluated`` says how many count).
 Rethinking_of_PAR instead counts such a recall as 0 over every attribute; that convention is
 reported beside ours as ``ma_rethinking`` so published numbers can be compared.
+
+The decision rule (``predicted_positive``) is Rethinking_of_PAR's ``pred_label = preds_probs > threshold``:
+an attribute is predicted present when its probability is strictly above its threshold; a
+probability of exactly the threshold counts as absent. Label decoding (``tools.inference.labels``)
+and the bootstrap (``scripts.summarize``) use the same function.
 """
 from __future__ import annotations
 
@@ -13,6 +18,11 @@ import numpy as np
 EPS = 1e-20  # Rethinking_of_PAR's epsilon for the instance metrics (empty union -> 0)
 SUMMARY_KEYS = ("mean_acc", "ma", "ma_rethinking", "n_attrs_evaluated", "mean_pos_recall", "mean_neg_recall",
                 "mean_f1", "instance_acc", "instance_prec", "instance_recall", "instance_f1")
+
+
+def predicted_positive(probs: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """The one decision rule: ``probs > threshold`` (strictly, as Rethinking_of_PAR); broadcasts."""
+    return np.asarray(probs) > np.asarray(threshold)
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -32,14 +42,14 @@ def decode_exclusive(probs: np.ndarray, group_indices: list[list[int]]) -> np.nd
 
 
 def compute_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict:
-    """``probs``/``labels``: (N, A); ``threshold``: one, or one per attribute. Returns per-attribute
-    arrays under ``per_attr`` and the means."""
+    """``probs``/``labels``: (N, A); ``threshold``: one, or one per attribute (positive when
+    ``probs > threshold``). Returns per-attribute arrays under ``per_attr`` and the means."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
     threshold = np.asarray(threshold, np.float64)
     known = labels >= 0
     gt = (labels == 1) & known
     neg = (labels == 0) & known
-    pred = (probs >= threshold) & known
+    pred = predicted_positive(probs, threshold) & known
 
     tp = (pred & gt).sum(0)
     tn = (~pred & neg).sum(0)

@@ -35,7 +35,7 @@ class InferenceContract:
     thresholds: list[float]  # one per attribute
     group_argmax: bool = False  # exclusive groups decoded as arg-max (METRIC.GROUP_ARGMAX)
     la_tau: float = 0.0  # post-hoc logit adjustment: z - tau * log(pi / (1 - pi)); 0 = none
-    priors: list[float] = field(default_factory=list)  # train positive rates, for the adjustment
+    priors: list[float] = field(default_factory=list)  # train positive rates (the adjustment, METRIC.DECISION tau_*)
     resize: str = RESIZE
     channels: str = CHANNELS
     input_range: str = "[0, 1]"  # RGB / 255; the model normalises with mean/std itself
@@ -95,7 +95,8 @@ def contract_for_run(cfg, data: PARData, model: torch.nn.Module, criterion, spli
         height=int(cfg.DATASET.HEIGHT), width=int(cfg.DATASET.WIDTH), mean=list(mean), std=list(std),
         thresholds=[float(cfg.METRIC.THRESHOLD)] * len(data.attr_names), group_argmax=bool(cfg.METRIC.GROUP_ARGMAX),
         la_tau=float(criterion.la_tau) if posthoc else 0.0,
-        priors=criterion.priors.detach().cpu().tolist() if posthoc else [],
+        priors=criterion.priors.detach().cpu().tolist() if posthoc else  # train priors: also for the tau decisions
+        [float(x) for x in data.label_priors(cfg.DATASET.TRAIN_SPLIT)] if data.attr_names else [],
         splits={s: split_fingerprint(data, s) for s in splits if s in data.splits},
         selected_on=cfg.DATASET.VAL_SPLIT, eval_attrs=evaluated_attrs(cfg, data),
         channels_last=bool(cfg.MODEL.CHANNELS_LAST), task=str(cfg.get("TASK", "par")),

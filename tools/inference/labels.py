@@ -5,7 +5,9 @@ truth). With group arg-max decoding (``METRIC.GROUP_ARGMAX``, as the metrics dec
 ``exclusive`` group yields its arg-max member; without it, as the metrics threshold each attribute,
 it yields its arg-max member only when that clears its threshold (else ``"none"``). An
 ``optional`` group always does the latter, and every ungrouped attribute is listed when its
-probability clears its threshold (one threshold per attribute).
+probability clears its threshold (one threshold per attribute). "Clears" is the metrics' rule
+(``tools.evaluation.metrics.predicted_positive``): strictly above, so a probability equal to the
+threshold is absent, as in Rethinking_of_PAR.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from dataset.base import AttrGroup, groups_from_cfg
+from tools.evaluation.metrics import predicted_positive
 
 NONE = "none"
 
@@ -80,21 +83,21 @@ class LabelDecoder:
 
     def decode(self, probs: np.ndarray) -> dict[str, str | list[str]]:
         """Group name -> chosen member (or "none"); display-pair attribute -> its display string;
-        ``"present"`` -> the other ungrouped attributes at or above the threshold, most likely first."""
+        ``"present"`` -> the other ungrouped attributes above their threshold, most likely first."""
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
         if p.size != len(self.attr_names):
             raise ValueError(f"got {p.size} probabilities for {len(self.attr_names)} attributes")
         out: dict[str, str | list[str]] = {}
         for g, idx in zip(self.groups, self._group_idx):
             best = int(np.argmax(p[idx]))
-            on = (g.kind == "exclusive" and self.group_argmax) or p[idx[best]] >= self.thresholds[idx[best]]
+            on = (g.kind == "exclusive" and self.group_argmax) or predicted_positive(p[idx[best]], self.thresholds[idx[best]])
             out[g.name] = g.attrs[best] if on else NONE
         present = []
         for i in self.ungrouped:
             name = self.attr_names[i]
             if name in BINARY_DISPLAY:
-                out[name] = BINARY_DISPLAY[name][0 if p[i] >= self.thresholds[i] else 1]
-            elif p[i] >= self.thresholds[i]:
+                out[name] = BINARY_DISPLAY[name][0 if predicted_positive(p[i], self.thresholds[i]) else 1]
+            elif predicted_positive(p[i], self.thresholds[i]):
                 present.append(i)
         out["present"] = [self.attr_names[i] for i in sorted(present, key=lambda i: -p[i])]
         return out
