@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from yacs.config import CfgNode as CN
 
-from batch_engine import validate
 from configs.errors import ConfigError
 from dataset import build_data, build_loaders
 from dataset.attr_map import read_map_entries, resolve_map_path
@@ -39,6 +38,7 @@ from dataset.base import UNKNOWN, PARData
 from models.reid_model import attribute_view
 from tools.checkpoint import CheckpointError
 from tools.device import setup_runtime
+from tools.evaluation.forward import validate
 from tools.evaluation.metrics import compute_metrics, decode_exclusive, predicted_positive
 from tools.inference.contract import InferenceContract
 from tools.inference.loading import experiment_dir, load_for_inference, resolve_checkpoint
