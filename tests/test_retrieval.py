@@ -86,3 +86,13 @@ def test_average_precision_by_hand():
     ap, rel = average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([False, True, False, True]))
     assert ap == pytest.approx((1 / 2 + 2 / 4) / 2) and rel.tolist() == [False, True, False, True]
     assert average_precision(np.array([0.1, 0.2]), np.array([False, False]))[0] == 0.0
+
+
+def test_the_command_prints_what_it_left_out():
+    from scripts.retrieval_eval import exclusion_line
+
+    m = retrieval_metrics(PROBS, LABELS, NAMES, GROUPS, protocol="groups")
+    line = exclusion_line(m, "groups")
+    assert "2 image(s) with an undefined term" in line and "1 with an exclusive group" in line
+    assert "(1.3 images per query on average)" in line
+    assert "exclusive group" not in exclusion_line(retrieval_metrics(PROBS, LABELS, NAMES, GROUPS), "upar")
