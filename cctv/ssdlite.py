@@ -36,6 +36,7 @@ KEEP_OPS = {"Conv2D", "DepthwiseConv2dNative", "FusedBatchNorm", "BiasAdd", "Rel
 UNUSED_ATTRS = ("T", "data_format", "use_cudnn_on_gpu", "is_training", "Tshape", "N", "Tidx")
 MAX_CANDIDATES = 400  # boxes kept per image before NMS
 MIN_TILE = 150  # px: smaller tiles are not made (upscaled 2x they would hold too little context)
+MAX_ASPECT = 4 / 3  # widest network input (w / h) for SSD_SCALES other than 300: COCO's usual picture shape
 EDGE_PX = 2  # a tile box this close to an inner tile edge is cut off by the tile: dropped
 
 
@@ -187,13 +188,16 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, int)
 
 
-def input_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Network input (w, h) for a frame seen at ``long_side`` px along its longer side, aspect kept, each side a
-    multiple of 32 (the network's coarsest stride); 300 means TensorFlow's own 300x300 squash."""
-    if long_side == INPUT_SIZE:
+def input_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """Network input (w, h) of ``side`` px along its longer side for a ``width`` x ``height`` frame: the frame's
+    aspect, but at most MAX_ASPECT (COCO's 4:3 pictures were what the weights saw, squashed to a square: wider
+    frames are squashed to 4:3, so people keep the proportions of training), sides multiples of 32 (the
+    network's coarsest stride); 300 means TensorFlow's own 300x300 squash."""
+    if side == INPUT_SIZE:
         return INPUT_SIZE, INPUT_SIZE
-    k = long_side / max(width, height)
-    return max(32, int(round(width * k / 32)) * 32), max(32, int(round(height * k / 32)) * 32)
+    aspect = min(width / max(height, 1), MAX_ASPECT)
+    w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    return max(32, int(round(w / 32)) * 32), max(32, int(round(h / 32)) * 32)
 
 
 class SsdLiteDetector:
@@ -201,8 +205,8 @@ class SsdLiteDetector:
 
     ``score``: boxes below it are dropped; ``nms_iou``: NMS overlap; ``scales``: network input sizes, each one
     pass over the whole frame: 300 = TensorFlow's 300x300 squash (the trained setting; large people), N = the
-    frame resized to N px along its longer side, aspect kept, with the anchors kept at the pixel sizes they
-    were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
+    frame resized to N px along its longer side (its aspect, at most 4:3: see ``input_size``), with the anchors
+    kept at the pixel sizes they were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
     (for small people in high-resolution frames). All boxes merged by one NMS.
     """
 

@@ -99,6 +99,13 @@ def test_zones_include_and_exclude():
         VideoOptions(zones=[{"include": [[0, 0]]}]).validate()
 
 
+def test_ssd_input_sizes_keep_at_most_coco_proportions():
+    from cctv.ssdlite import input_size
+
+    assert input_size(640, 480, 480) == (480, 352) and input_size(1920, 1080, 480) == (480, 352)  # 16:9 -> 4:3
+    assert input_size(480, 640, 480) == (352, 480) and input_size(1920, 1080, 300) == (300, 300)
+
+
 def test_gap_interpolation_and_motion():
     f, b, s = interpolate_gaps([1, 2, 6, 20], [[0, 0, 10, 10], [0, 0, 10, 10], [40, 0, 50, 10], [0, 0, 1, 1]],
                                [0.9, 0.8, 0.6, 0.7], max_gap=5)
@@ -107,7 +114,7 @@ def test_gap_interpolation_and_motion():
 
 
 def _scene(folder: Path, n: int = 30) -> tuple[Path, Path]:
-    """A grey box (a ticket machine) that never moves, a rectangle walking right, a 3-frame blip."""
+    """A grey box (a ticket machine) that never moves, a rectangle walking right, a 2-frame blip."""
     folder.mkdir(parents=True, exist_ok=True)
     video, det = folder / "scene.mp4", folder / "scene.txt"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
@@ -118,7 +125,7 @@ def _scene(folder: Path, n: int = 30) -> tuple[Path, Path]:
         img[120:220, 10 + 6 * t:50 + 6 * t] = (0, 0, 255)
         writer.write(img)
         lines += [f"{t + 1},1,260,20,40,80,0.9", f"{t + 1},2,{10 + 6 * t},120,40,100,0.9"]
-        if 10 <= t < 13:
+        if 10 <= t < 12:
             lines.append(f"{t + 1},3,150,20,30,60,0.9")
     writer.release()
     det.write_text("\n".join(lines) + "\n")
@@ -130,14 +137,16 @@ def test_static_objects_and_short_tracks_are_not_reported(tmp_path):
     frame = np.full((240, 320, 3), 30, np.uint8)
     frame[20:100, 260:300] = 150
     assert person_shape_score(frame, (260, 20, 300, 100)) < -2.0  # a plain box has no person shape
-    opts = VideoOptions(detector="file", det_file=str(det), progress=False)  # shipped: MIN_TRACK_FRAMES 5, filter on
+    opts = VideoOptions(detector="file", det_file=str(det), progress=False)  # shipped: MIN_TRACK_FRAMES 3, filter on
     s = process_video(video, FakePredictor(), opts, tmp_path / "out")
     assert s["people_tracked"] == 1 and s["tracks_dropped"] == 2 and s["status"] == "complete"
     mot = read_mot(tmp_path / "out" / "scene_mot.txt")
     assert set(mot.xywh[:, 1].tolist()) == {120.0}  # only the walker
     assert mot.frames.tolist() == list(range(1, 31))  # its first frames too (held back until it had moved)
     rows = (tmp_path / "out" / "scene_frames.csv").read_text().splitlines()[1:]
-    assert len(rows) == 30 - 4 and rows[0].startswith("5,")  # drawn from its 5th frame (it has moved by then)
+    # frame 3 has its 3 frames, but the walker has moved 12 px (< 0.15 x 100) and a plain rectangle has no person
+    # shape: drawn from frame 4 on, once it has moved 18 px
+    assert len(rows) == 30 - 3 and rows[0].startswith("4,")
     off = VideoOptions(detector="file", det_file=str(det), progress=False, static_filter=False, min_track_frames=1)
     assert process_video(video, FakePredictor(), off, tmp_path / "all")["people_tracked"] == 3
 
