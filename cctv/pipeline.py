@@ -85,7 +85,7 @@ class VideoOptions:
     track_match: float = 0.95  # TEST.TRACK_MATCH_THRESH, TEST.TRACK_LOST_SECONDS (ByteTrack)
     track_lost_seconds: float = 2.0
     track_gap_seconds: float = 1.0  # TEST.TRACK_GAP_SECONDS: gaps of reported tracks filled in the MOT file
-    min_track_frames: int = 3  # TEST.MIN_TRACK_FRAMES: a track is drawn and reported from its N-th frame on
+    min_track_frames: int = 5  # TEST.MIN_TRACK_FRAMES: a track is drawn and reported from its N-th frame on
     static_filter: bool = True  # TEST.STATIC_FILTER: never-moving, not person-shaped tracks are not reported
     zones: list = field(default_factory=list)  # TEST.ZONES: include / exclude polygons
     report: bool = True  # TEST.REPORT: <stem>_report/index.html

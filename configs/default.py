@@ -215,7 +215,7 @@ _C.TEST.TRACK_LOST_SECONDS = 2.0  # a lost track is kept this long for its perso
 _C.TEST.TRACK_HIGH_SCORE = 0.3  # ByteTrack's high-score threshold (any detector): boxes above it start (from +0.1)
 #                                and continue tracks, boxes between 0.1 and it only continue existing ones
 _C.TEST.TRACK_GAP_SECONDS = 1.0  # <stem>_mot.txt: a reported track's gaps up to this long filled by interpolation
-_C.TEST.MIN_TRACK_FRAMES = 3  # a track is drawn / written from its N-th tracked frame on; shorter ones are not reported
+_C.TEST.MIN_TRACK_FRAMES = 5  # a track is drawn / written from its N-th tracked frame on; shorter ones are not reported
 _C.TEST.STATIC_FILTER = True  # a track that never moves and does not look like a person (HOG) is not reported
 _C.TEST.ZONES = []  # polygons [{include: [[x, y], ...]}, {exclude: [[x, y], ...]}] in pixels or 0-1 relative; a
 #                     detection counts by its bottom centre: inside an include zone (if any) and no exclude zone

@@ -137,16 +137,16 @@ def test_static_objects_and_short_tracks_are_not_reported(tmp_path):
     frame = np.full((240, 320, 3), 30, np.uint8)
     frame[20:100, 260:300] = 150
     assert person_shape_score(frame, (260, 20, 300, 100)) < -2.0  # a plain box has no person shape
-    opts = VideoOptions(detector="file", det_file=str(det), progress=False)  # shipped: MIN_TRACK_FRAMES 3, filter on
+    opts = VideoOptions(detector="file", det_file=str(det), progress=False)  # shipped: MIN_TRACK_FRAMES 5, filter on
     s = process_video(video, FakePredictor(), opts, tmp_path / "out")
     assert s["people_tracked"] == 1 and s["tracks_dropped"] == 2 and s["status"] == "complete"
     mot = read_mot(tmp_path / "out" / "scene_mot.txt")
     assert set(mot.xywh[:, 1].tolist()) == {120.0}  # only the walker
     assert mot.frames.tolist() == list(range(1, 31))  # its first frames too (held back until it had moved)
     rows = (tmp_path / "out" / "scene_frames.csv").read_text().splitlines()[1:]
-    # frame 3 has its 3 frames, but the walker has moved 12 px (< 0.15 x 100) and a plain rectangle has no person
-    # shape: drawn from frame 4 on, once it has moved 18 px
-    assert len(rows) == 30 - 3 and rows[0].startswith("4,")
+    # drawn from its 5th frame on (MIN_TRACK_FRAMES); it has moved 24 px (> 0.15 x 100) by then, so the plain
+    # rectangle's lack of a person shape does not hide it
+    assert len(rows) == 30 - 4 and rows[0].startswith("5,")
     off = VideoOptions(detector="file", det_file=str(det), progress=False, static_filter=False, min_track_frames=1)
     assert process_video(video, FakePredictor(), off, tmp_path / "all")["people_tracked"] == 3
 
