@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def iou_distance(gt_xywh: np.ndarray, hyp_xywh: np.ndarray, min_iou: float = 0.5
     return np.where(iou >= min_iou, 1.0 - iou, np.nan)
 
 
-def accumulate(gt: MotRows, hyp: MotRows, n_frames: int, min_iou: float = 0.5):
+def accumulate(gt: MotRows, hyp: MotRows, n_frames: int, min_iou: float = 0.5) -> Any:
     """A motmetrics accumulator over frames 1..``n_frames`` (a frame with no box of either side counts too)."""
     import motmetrics as mm
 
@@ -104,7 +104,7 @@ def accumulate(gt: MotRows, hyp: MotRows, n_frames: int, min_iou: float = 0.5):
     return acc
 
 
-def _by_height(acc, gt: MotRows, hyp: MotRows) -> dict:
+def _by_height(acc: Any, gt: MotRows, hyp: MotRows) -> dict:
     """Recall (by ground-truth box height) and precision (by hypothesis height) per HEIGHT_BINS bin, from the
     accumulator's MATCH / SWITCH events."""
     ev = acc.mot_events

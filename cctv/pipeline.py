@@ -3,7 +3,8 @@
 Outputs in ``out_dir`` for ``<stem>.<ext>`` (frame numbers are 1-based, as in MOT files):
 ``<stem>_annotated.mp4``, ``<stem>_tracks.json`` (per track: frames, boxes, mean probability per
 attribute, decoded labels, best-crop thumbnails in ``<stem>_thumbs/``; plus the run summary),
-``<stem>_frames.csv`` (one row per frame x tracked person) and ``<stem>_report/index.html`` (a static,
+``<stem>_frames.csv`` (one row per frame x tracked person), ``<stem>_mot.txt`` (the reported tracks in
+MOTChallenge format, for ``scripts.benchmark_tracking``) and ``<stem>_report/index.html`` (a static,
 filterable page of the tracks). The CSV is flushed every frame and the JSON is written even when the run stops
 early (Ctrl-C, an error), marked ``"complete": false``.
 """

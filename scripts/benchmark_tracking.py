@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "DETE
 class RecordingDetector:
     """Wraps a detector and keeps its boxes per frame (scored as the detector's own recall / precision)."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner, self.name, self.boxes = inner, inner.name, {}
 
     def __call__(self, frame: np.ndarray, frame_index: int) -> Detections:
@@ -47,7 +48,7 @@ def _load() -> str:
         return "n/a"
 
 
-def _fmt(v) -> str:
+def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
@@ -63,7 +64,7 @@ def _print_scores(title: str, s: dict) -> None:
         for k, v in s["by_height"].items()))
 
 
-def _run(args: argparse.Namespace) -> tuple[dict, RecordingDetector, object]:
+def _run(args: argparse.Namespace) -> tuple[dict, RecordingDetector, Any]:
     from configs.loader import load_config
     from tools.inference import Predictor
     from tools.inference.onnx import runtime_predictor

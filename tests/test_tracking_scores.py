@@ -173,3 +173,25 @@ def test_truncated_file_is_incomplete_and_a_skipped_video_is_named(tmp_path, cap
         _log_done([s], ["broken.mp4"], tmp_path)
     assert f"not complete: cut.avi (incomplete, {s['frames']} of 53 frames)" in caplog.text
     assert "skipped 1: broken.mp4" in caplog.text
+
+
+def test_benchmark_command_scores_a_clip_against_its_ground_truth(tmp_path, capsys):
+    from scripts.benchmark_tracking import main
+    from tests._video_helpers import make_checkpoint, make_video
+    from tests.conftest import REPO
+
+    video, det = make_video(tmp_path / "in")  # two rectangles, 30 frames; the MOT file doubles as ground truth
+    ckpt = make_checkpoint(tmp_path / "m.pth")
+    args = ["--config-file", str(REPO / "configs" / "demo.yaml"), "--video", str(video), "--out", str(tmp_path / "out"),
+            "TEST.PRETRAINED_WEIGHTS", str(ckpt), "TEST.DETECTOR", "file", "TEST.DET_FILE", str(det),
+            "TEST.STATIC_FILTER", "False", "TEST.PAR_RUNTIME", "torch"]
+    with pytest.raises(MotFileError, match="not found"):
+        main(args[:4] + ["--gt", str(tmp_path / "none.txt")] + args[4:])
+    r = main(args[:4] + ["--gt", str(det), "--json", str(tmp_path / "r.json")] + args[4:])
+    t = r["tracks"]
+    # the tracks' first MIN_TRACK_FRAMES - 1 frames (not drawn) are in the MOT file too: a perfect score
+    assert (t["recall"], t["precision"], t["mota"], t["idf1"], t["num_switches"]) == (1.0, 1.0, 1.0, 1.0, 0)
+    assert t["by_height"]["64-128"]["gt"] == 60 and r["detector"]["recall"] == 1.0 and r["frames"] == 30
+    out = capsys.readouterr().out
+    assert "MOTA 1.000 IDF1 1.000 ID switches 0" in out and "TEST.MIN_TRACK_FRAMES 5" in out
+    assert (tmp_path / "r.json").is_file()
