@@ -4,7 +4,8 @@ A MOT file has one line per frame x box: ``frame,id,x,y,w,h,score,-1,-1,-1`` (fr
 Ground truth (MOTChallenge ``gt.txt``: ``frame,id,x,y,w,h,conf,class,visibility``) keeps rows whose conf is
 not 0 and whose class is pedestrian (1) or unset (-1 or absent). ``score_tracks`` matches boxes at IoU >= 0.5
 and returns MOTA, IDF1, ID switches, recall and precision (all computed by motmetrics) plus recall and
-precision by box height, read from motmetrics' own match events.
+precision by box height, read from motmetrics' own match events. The IoU distance matrices are computed here
+(``iou_distance``): motmetrics 1.4's own ``iou_matrix`` calls ``np.asfarray``, which NumPy 2 removed.
 """
 from __future__ import annotations
 

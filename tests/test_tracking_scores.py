@@ -195,3 +195,32 @@ def test_benchmark_command_scores_a_clip_against_its_ground_truth(tmp_path, caps
     out = capsys.readouterr().out
     assert "MOTA 1.000 IDF1 1.000 ID switches 0" in out and "TEST.MIN_TRACK_FRAMES 5" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_detection_rate_follows_the_clip_fps(tmp_path):
+    from cctv.detectors import build_detector
+    from tests._video_helpers import make_video
+
+    video, det = make_video(tmp_path / "in", n_frames=12)  # a 10 fps clip
+    calls: list[int] = []
+
+    class Counting:
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.inner = build_detector("file", det_file=det)
+
+        def __call__(self, frame, index):
+            calls.append(index)
+            return self.inner(frame, index)
+
+    process_video(video, FakePredictor(), VideoOptions(progress=False), tmp_path / "a", detector=Counting())
+    assert calls == list(range(1, 13))  # DETECT_HZ 10 on a 10 fps clip: every frame, not every 2nd
+    calls.clear()
+    process_video(video, FakePredictor(), VideoOptions(detect_hz=3.0, progress=False), tmp_path / "b",
+                  detector=Counting())
+    assert calls == [1, 4, 7, 10]  # round(10 fps / 3 Hz) = every 3rd frame
+    calls.clear()
+    process_video(video, FakePredictor(), VideoOptions(detect_every=2, progress=False), tmp_path / "c",
+                  detector=Counting())
+    assert calls == [1, 3, 5, 7, 9, 11]  # an explicit DETECT_EVERY wins
