@@ -52,6 +52,7 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     predictor = predictor or runtime_predictor(Predictor.from_cfg(cfg), cfg.TEST.PAR_RUNTIME)
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []
+    skipped: list[str] = []
     for video in videos:
         try:
             summaries.append(process_video(video, predictor, opts, out_dir, detector=shared_det))
@@ -59,6 +60,7 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
             if single:
                 raise
             log.warning("skipped %s: %s", video.name, e)
+            skipped.append(video.name)
         except KeyboardInterrupt:
             js = output_paths(video, out_dir)["json"]
             log.warning("interrupted by the user: %s was stopped; outputs written so far are kept in %s",
@@ -67,10 +69,20 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
                 data = json.loads(js.read_text(encoding="utf-8"))
                 summaries.append({k: v for k, v in data.items() if k not in ("tracks", "attr_names", "groups")})
             break
-    if summaries:
-        log.info("video done: %d video(s), %d frames, %d people tracked; outputs in %s", len(summaries),
-                 sum(s["frames"] for s in summaries), sum(s["people_tracked"] for s in summaries), out_dir)
+    _log_done(summaries, skipped, out_dir)
     return summaries
+
+
+def _log_done(summaries: list[dict], skipped: list[str], out_dir: Path) -> None:
+    """The final summary line: counts, videos that did not finish (status) and videos skipped, by name."""
+    if not summaries and not skipped:
+        return
+    unfinished = [f"{Path(s['video']).name} ({s['status']}, {s['frames']} of {s.get('frames_expected') or '?'} frames)"
+                  for s in summaries if s.get("status") not in (None, "complete")]
+    log.info("video done: %d video(s), %d frames, %d people tracked%s%s; outputs in %s", len(summaries),
+             sum(s["frames"] for s in summaries), sum(s["people_tracked"] for s in summaries),
+             f"; not complete: {', '.join(unfinished)}" if unfinished else "",
+             f"; skipped {len(skipped)}: {', '.join(skipped)}" if skipped else "", out_dir)
 
 
 def _list_images(folder: Path) -> list[Path]:

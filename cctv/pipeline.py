@@ -3,7 +3,8 @@
 Outputs in ``out_dir`` for ``<stem>.<ext>`` (frame numbers are 1-based, as in MOT files):
 ``<stem>_annotated.mp4``, ``<stem>_tracks.json`` (per track: frames, boxes, mean probability per
 attribute, decoded labels, best-crop thumbnails in ``<stem>_thumbs/``; plus the run summary),
-``<stem>_frames.csv`` (one row per frame x tracked person) and ``<stem>_report/index.html`` (a static,
+``<stem>_frames.csv`` (one row per frame x tracked person), ``<stem>_mot.txt`` (the reported tracks in
+MOTChallenge format, for ``scripts.benchmark_tracking``) and ``<stem>_report/index.html`` (a static,
 filterable page of the tracks). The CSV is flushed every frame and the JSON is written even when the run stops
 early (Ctrl-C, an error), marked ``"complete": false``.
 """
@@ -29,7 +30,10 @@ from tqdm import tqdm
 
 from configs.errors import UserError
 from tools.inference.labels import LabelDecoder
+from cctv.detections import Detections
 from cctv.detectors import Detector, build_detector
+from cctv.filters import PERSON_SHAPE_MIN, ZoneFilter, has_moved, interpolate_gaps, parse_zones, person_shape_score
+from cctv.mot import write_mot
 from cctv.smoothing import make_smoother
 from cctv.tracking import ByteTracker
 
@@ -63,7 +67,8 @@ class VideoOptions:
     conf: float = 0.4  # TEST.YOLO_CONF: detector score threshold (ByteTrack's high threshold)
     hog_scale: float = 1.05
     check_per_frame: int = 1
-    detect_every: int = 2  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
+    detect_every: int = 0  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
+    detect_hz: float = 10.0  # TEST.DETECT_HZ: with DETECT_EVERY 0, N = round(video fps / this), at least 1
     smoothing: str = "ema"
     ema_alpha: float = 0.3
     window: int = 15
@@ -72,12 +77,18 @@ class VideoOptions:
     max_frames: int = 0
     threshold: float = 0.5  # METRIC.THRESHOLD
     device: str | None = None  # for the YOLO detector
-    ssd_score: float = 0.3  # TEST.SSD_SCORE, TEST.SSD_NMS, TEST.SSD_TILES, TEST.SSD_TILE_OVERLAP (ssdlite)
+    ssd_score: float = 0.1  # TEST.SSD_SCORE, TEST.SSD_NMS, TEST.SSD_TILES, TEST.SSD_TILE_OVERLAP (ssdlite)
     ssd_nms: float = 0.45
     ssd_tiles: int = 0
     ssd_tile_overlap: float = 0.25
+    ssd_scales: tuple = (480,)  # TEST.SSD_SCALES: network input sizes (300 = 300x300 squash)
+    track_high: float = 0.3  # TEST.TRACK_HIGH_SCORE: ByteTrack's high-score threshold
     track_match: float = 0.95  # TEST.TRACK_MATCH_THRESH, TEST.TRACK_LOST_SECONDS (ByteTrack)
     track_lost_seconds: float = 2.0
+    track_gap_seconds: float = 1.0  # TEST.TRACK_GAP_SECONDS: gaps of reported tracks filled in the MOT file
+    min_track_frames: int = 5  # TEST.MIN_TRACK_FRAMES: a track is drawn and reported from its N-th frame on
+    static_filter: bool = True  # TEST.STATIC_FILTER: never-moving, not person-shaped tracks are not reported
+    zones: list = field(default_factory=list)  # TEST.ZONES: include / exclude polygons
     report: bool = True  # TEST.REPORT: <stem>_report/index.html
     max_label_lines: int = 5
     write_video: bool = True
@@ -94,13 +105,25 @@ class VideoOptions:
                    device=None if cfg.DEVICE == "auto" else cfg.DEVICE, ssd_score=t.SSD_SCORE, ssd_nms=t.SSD_NMS,
                    ssd_tiles=t.SSD_TILES, ssd_tile_overlap=t.SSD_TILE_OVERLAP, report=t.REPORT,
                    overlap=t.OVERLAP, detect_every=t.DETECT_EVERY, track_match=t.TRACK_MATCH_THRESH,
-                   track_lost_seconds=t.TRACK_LOST_SECONDS)
+                   track_lost_seconds=t.TRACK_LOST_SECONDS, **cls._new_keys(t))
+
+    @staticmethod
+    def _new_keys(t: Any) -> dict:
+        return {"ssd_scales": tuple(t.SSD_SCALES), "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
+                "track_gap_seconds": t.TRACK_GAP_SECONDS, "min_track_frames": t.MIN_TRACK_FRAMES,
+                "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES)}
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
             raise ValueError(f"TEST.CHECK_PER_FRAME must be >= 1, got {self.check_per_frame}")
-        if self.detect_every < 1:
-            raise ValueError(f"TEST.DETECT_EVERY must be >= 1 (1 = every frame), got {self.detect_every}")
+        if self.detect_every < 0 or (self.detect_every == 0 and self.detect_hz <= 0):
+            raise ValueError(f"TEST.DETECT_EVERY must be >= 1 (1 = every frame) or 0 (from TEST.DETECT_HZ > 0), "
+                             f"got {self.detect_every} and {self.detect_hz}")
+        if self.min_track_frames < 1 or self.track_gap_seconds < 0 or not 0.0 < self.track_high < 1.0:
+            raise ValueError(f"TEST.MIN_TRACK_FRAMES must be >= 1, TEST.TRACK_GAP_SECONDS >= 0 and "
+                             f"TEST.TRACK_HIGH_SCORE in (0, 1); got {self.min_track_frames}, "
+                             f"{self.track_gap_seconds} and {self.track_high}")
+        parse_zones(self.zones)  # ZoneError on a malformed polygon
         if not 0.0 < self.track_match <= 1.0:
             raise ValueError(f"TEST.TRACK_MATCH_THRESH must be in (0, 1] (1 - IoU x score), got {self.track_match}")
         if self.track_lost_seconds <= 0:
@@ -115,7 +138,7 @@ class VideoOptions:
         if self.det_file and det_file.is_dir() and video is not None:  # one MOT file per video, named after it
             det_file = det_file / f"{video.stem}.txt"
         ssd = {"score": self.ssd_score, "nms_iou": self.ssd_nms, "tiles": self.ssd_tiles,
-               "tile_overlap": self.ssd_tile_overlap}
+               "tile_overlap": self.ssd_tile_overlap, "scales": self.ssd_scales}
         return build_detector(self.detector, det_file=det_file if self.det_file else "", yolo_model=self.yolo_model,
                               yolo_conf=self.conf, hog_scale=self.hog_scale, device=self.device, ssd=ssd)
 
@@ -136,6 +159,13 @@ class TrackRecord:
     thumb_quality: float = -1.0
     thumb_frame: int | None = None
     thumb_path: str | None = None  # relative to the JSON's folder, once saved
+    moved: bool = False  # the box centre has left its first position (cctv.filters.has_moved)
+    shape: float = float("-inf")  # best HOG person-shape margin while it had not moved
+    shape_frame: int = -10**9  # frame of the last shape check
+
+    def is_static_object(self) -> bool:
+        """Never moved and never looked like a person (TEST.STATIC_FILTER)."""
+        return not self.moved and self.shape < PERSON_SHAPE_MIN
 
     def observe(self, probs: np.ndarray, embedding: np.ndarray | None = None) -> None:
         p = np.asarray(probs, np.float64)
@@ -298,7 +328,7 @@ def _write_json(path: Path, data: dict) -> None:
 def output_paths(video: Path, out_dir: Path) -> dict[str, Path]:
     return {"video": out_dir / f"{video.stem}_annotated.mp4", "json": out_dir / f"{video.stem}_tracks.json",
             "csv": out_dir / f"{video.stem}_frames.csv", "thumbs": out_dir / f"{video.stem}_thumbs",
-            "report": out_dir / f"{video.stem}_report" / "index.html"}
+            "report": out_dir / f"{video.stem}_report" / "index.html", "mot": out_dir / f"{video.stem}_mot.txt"}
 
 
 class _VideoRun:
@@ -320,12 +350,14 @@ class _VideoRun:
         self.decoder = getattr(predictor, "decoder", None) or LabelDecoder(self.attr_names, predictor.groups,
                                                                            opts.threshold)
         # precomputed boxes (the file detector) cost nothing to read: every frame uses them
-        self.every = 1 if getattr(self.detector, "name", "") == "file" else opts.detect_every
+        self.every = 1 if getattr(self.detector, "name", "") == "file" else (
+            opts.detect_every or max(1, round(self.meta["fps"] / opts.detect_hz)))
         if self.every > 1:
             log.info("%s: detecting every %d frames (TEST.DETECT_EVERY), tracks held in between", video, self.every)
         # the tracker sees only the detected frames: its frame rate is theirs
-        self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.conf, lost_seconds=opts.track_lost_seconds,
-                                   match_thresh=opts.track_match)
+        self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.track_high,
+                                   lost_seconds=opts.track_lost_seconds, match_thresh=opts.track_match)
+        self.zones = ZoneFilter(opts.zones, self.meta["width"], self.meta["height"])
         self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
         self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
@@ -362,6 +394,9 @@ class _VideoRun:
         t1 = time.perf_counter()
         if dets is not None:
             self.n_detected += 1
+            if self.zones:
+                keep = self.zones.keep(dets.xyxy)
+                dets = Detections(dets.xyxy[keep], dets.scores[keep])
             self.tracked = self.tracker.update(dets)
         tracked = self.tracked
         t2 = time.perf_counter()
@@ -380,12 +415,29 @@ class _VideoRun:
         self.secs["par"] += t3 - t2
         self._write_frame(frame, tracked, boxes, classified)
 
+    def _shown(self, rec: TrackRecord, frame: np.ndarray) -> bool:
+        """Draw / write this track on this frame: it has TEST.MIN_TRACK_FRAMES frames and is not (so far) a
+        static non-person object; while it has not moved, its person shape is checked once a second."""
+        if len(rec.frames) < self.opts.min_track_frames:
+            return False
+        if not self.opts.static_filter or rec.moved:
+            return True
+        rec.moved = has_moved(rec.boxes[0], rec.boxes[-1])
+        if not rec.moved and self.n_frames - rec.shape_frame >= self.meta["fps"]:
+            rec.shape = max(rec.shape, person_shape_score(frame, rec.boxes[-1]))
+            rec.shape_frame = self.n_frames
+        return not rec.is_static_object()
+
     def _write_frame(self, frame: np.ndarray, tracked, boxes: list, classified: set[int]) -> None:
+        shown = []
         for i, tid in enumerate(int(t) for t in tracked.ids):
             rec = self.track(tid)
             rec.frames.append(self.n_frames)
             rec.boxes.append(boxes[i])
             rec.scores.append(round(float(tracked.scores[i]), 4))
+            if self._shown(rec, frame):  # every check before anything is drawn on the frame
+                shown.append((i, tid, rec))
+        for i, tid, rec in shown:
             p = rec.smoother.value
             text = self.decoder.text(self.decoder.decode(p)) if p is not None else []
             probs_txt = [f"{v:.4f}" for v in p] if p is not None else [""] * len(self.attr_names)
@@ -417,12 +469,31 @@ class _VideoRun:
                 "par": _fps(n, par) if crops else None, "overall": _fps(n, elapsed - e0),
                 "par_crops": _fps(crops, par) if crops else None}
 
+    def reported(self) -> list[TrackRecord]:
+        """The tracks that count as people, by id: at least TEST.MIN_TRACK_FRAMES frames and (TEST.STATIC_FILTER)
+        not a never-moving object without a person's shape."""
+        return [r for _, r in sorted(self.tracks.items()) if len(r.frames) >= self.opts.min_track_frames
+                and not (self.opts.static_filter and r.is_static_object())]
+
+    def end_status(self) -> str:
+        """``incomplete`` when a file ends (OpenCV stops decoding) more than one frame before its stated frame
+        count and TEST.MAX_FRAMES did not stop it; else ``complete``."""
+        expected, n = self.meta["frame_count"], self.n_frames
+        if isinstance(self.video, StreamSource) or not expected or (self.opts.max_frames and n >= self.opts.max_frames):
+            return "complete"
+        if n + 1 < expected:
+            log.warning("%s: only %d of its %d frames could be decoded (a truncated or damaged file); "
+                        "status incomplete", self.video, n, expected)
+            return "incomplete"
+        return "complete"
+
     def summary(self, status: str, elapsed: float) -> dict:
-        n, secs, n_crops = self.n_frames, self.secs, self.n_crops
+        n, secs, n_crops, reported = self.n_frames, self.secs, self.n_crops, self.reported()
         return {
             "video": str(self.video), "complete": status == "complete", "status": status,
-            "frames": n, "people_tracked": len(self.tracks),
-            "tracks_classified": sum(r.n_classified > 0 for r in self.tracks.values()), "crops_classified": n_crops,
+            "frames": n, "frames_expected": self.meta["frame_count"] or None, "people_tracked": len(reported),
+            "tracks_dropped": len(self.tracks) - len(reported),
+            "tracks_classified": sum(r.n_classified > 0 for r in reported), "crops_classified": n_crops,
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
             "par_runtime": getattr(self.predictor, "runtime", "torch"),
             # frames per second each stage alone would allow (PAR: None when it never ran)
@@ -438,8 +509,9 @@ class _VideoRun:
 
     def write_outputs(self, summary: dict) -> None:
         """Thumbnails, the tracks JSON and (TEST.REPORT) the HTML report."""
-        o, tracks = self.opts, sorted(self.tracks.values(), key=lambda r: r.track_id)
+        o, tracks = self.opts, self.reported()
         _save_thumbs(tracks, self.paths["thumbs"])
+        self._write_mot(tracks)
         _write_json(self.paths["json"], {
             **summary, "video_info": self.meta, "attr_names": self.attr_names,
             "groups": [[g.name, g.kind, *g.attrs] for g in self.decoder.groups], "threshold": o.threshold,
@@ -451,6 +523,16 @@ class _VideoRun:
         })
         if o.report:
             _write_report(self.paths)
+
+    def _write_mot(self, tracks: list[TrackRecord]) -> None:
+        """``<stem>_mot.txt``: every frame each reported track was tracked on, its gaps of up to
+        TEST.TRACK_GAP_SECONDS filled by linear interpolation."""
+        gap = int(round(self.opts.track_gap_seconds * self.meta["fps"]))
+        rows = []
+        for r in tracks:
+            frames, boxes, scores = interpolate_gaps(r.frames, r.boxes, r.scores, gap)
+            rows += [(f, r.track_id, b, sc) for f, b, sc in zip(frames, boxes, scores)]
+        write_mot(self.paths["mot"], rows)
 
     def frames(self):
         """The frames to process: the first one (already read), then until the end or TEST.MAX_FRAMES."""
@@ -543,7 +625,7 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
                 bar.update(1)
                 if run.n_frames == 1:
                     run.mark_warm(time.perf_counter() - t_start)
-        status = "complete"
+        status = run.end_status()
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -556,7 +638,7 @@ def process_video(video_path: str | Path, predictor: PredictorLike, options: Vid
         summary = run.summary(status, time.perf_counter() - t_start)
         run.write_outputs(summary)
         _log_summary(summary, status)
-    if not run.tracks:
+    if not summary["people_tracked"]:
         log.warning("%s: no people detected in %d frames (detector %s); outputs hold no tracks",
                     run.video.name, run.n_frames, summary["detector"])
     return summary

@@ -36,6 +36,7 @@ KEEP_OPS = {"Conv2D", "DepthwiseConv2dNative", "FusedBatchNorm", "BiasAdd", "Rel
 UNUSED_ATTRS = ("T", "data_format", "use_cudnn_on_gpu", "is_training", "Tshape", "N", "Tidx")
 MAX_CANDIDATES = 400  # boxes kept per image before NMS
 MIN_TILE = 150  # px: smaller tiles are not made (upscaled 2x they would hold too little context)
+MAX_ASPECT = 4 / 3  # widest network input (w / h) for SSD_SCALES other than 300: COCO's usual picture shape
 EDGE_PX = 2  # a tile box this close to an inner tile edge is cut off by the tile: dropped
 
 
@@ -187,16 +188,32 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, int)
 
 
+def input_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """Network input (w, h) of ``side`` px along its longer side for a ``width`` x ``height`` frame: the frame's
+    aspect, but at most MAX_ASPECT (COCO's 4:3 pictures were what the weights saw, squashed to a square: wider
+    frames are squashed to 4:3, so people keep the proportions of training), sides multiples of 32 (the
+    network's coarsest stride); 300 means TensorFlow's own 300x300 squash."""
+    if side == INPUT_SIZE:
+        return INPUT_SIZE, INPUT_SIZE
+    aspect = min(width / max(height, 1), MAX_ASPECT)
+    w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    return max(32, int(round(w / 32)) * 32), max(32, int(round(h / 32)) * 32)
+
+
 class SsdLiteDetector:
     """Person boxes from SSDLite-MobileNetV2 (COCO): ``detector(frame_bgr, frame_index) -> Detections``.
 
-    ``score``: boxes below it are dropped; ``nms_iou``: NMS overlap; ``tiles``: 0 = the whole frame only,
-    N = also N rows of overlapping tiles (for small people in high-resolution frames), merged by NMS.
+    ``score``: boxes below it are dropped; ``nms_iou``: NMS overlap; ``scales``: network input sizes, each one
+    pass over the whole frame: 300 = TensorFlow's 300x300 squash (the trained setting; large people), N = the
+    frame resized to N px along its longer side (its aspect, at most 4:3: see ``input_size``), with the anchors
+    kept at the pixel sizes they were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
+    (for small people in high-resolution frames). All boxes merged by one NMS.
     """
 
     name = "ssdlite"
 
-    def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25):
+    def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25,
+                 scales: tuple[int, ...] | list[int] = (INPUT_SIZE,)):
         if not 0.0 < score < 1.0:
             raise DetectorError(f"TEST.SSD_SCORE must be in (0, 1), got {score}")
         if not 0.0 < nms_iou <= 1.0:
@@ -204,27 +221,40 @@ class SsdLiteDetector:
         if tiles < 0 or not 0.0 <= tile_overlap < 1.0:
             raise DetectorError(f"TEST.SSD_TILES must be >= 0 and TEST.SSD_TILE_OVERLAP in [0, 1), "
                                 f"got {tiles} and {tile_overlap}")
+        if not scales or any(not isinstance(v, int) or not 128 <= v <= 2048 for v in scales):
+            raise DetectorError(f"TEST.SSD_SCALES must be a list of input sizes in px (128-2048), e.g. [300, 640]; "
+                                f"got {list(scales) if scales else scales}")
         data, txt, outputs = _model_files()
         self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(txt, np.uint8))
         self.outputs = list(outputs)
         self.score, self.nms_iou, self.tiles, self.overlap = score, nms_iou, tiles, tile_overlap
+        self.scales = sorted(set(int(v) for v in scales))
         self._anchors: dict[tuple, np.ndarray] = {}
+
+    def _passes(self, w: int, h: int) -> list[tuple[tuple[int, int], list[tuple[int, int, int, int]]]]:
+        """(network input size, the frame windows run at it) per forward pass."""
+        out = []
+        for side in self.scales:
+            windows = [(0, 0, w, h)]
+            if side == INPUT_SIZE:
+                windows += tile_windows(w, h, self.tiles, self.overlap)
+            out.append((input_size(w, h, side), windows))
+        if INPUT_SIZE not in self.scales and self.tiles:
+            out.append(((INPUT_SIZE, INPUT_SIZE), tile_windows(w, h, self.tiles, self.overlap)))
+        return [p for p in out if p[1]]
 
     def __call__(self, frame: np.ndarray, frame_index: int) -> Detections:
         h, w = frame.shape[:2]
-        windows = [(0, 0, w, h)] + tile_windows(w, h, self.tiles, self.overlap)
-        blob = cv2.dnn.blobFromImages([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in windows], 2.0 / 255.0,
-                                      (INPUT_SIZE, INPUT_SIZE), (127.5, 127.5, 127.5), swapRB=True, crop=False)
-        self.net.setInput(blob)
-        xyxy, scores = self._person_boxes(self.net.forward(self.outputs))
         boxes, kept = [], []
-        for k, (x1, y1, x2, y2) in enumerate(windows):
-            b = xyxy[k] * np.array([x2 - x1, y2 - y1] * 2, np.float32) + np.array([x1, y1] * 2, np.float32)
-            ok = scores[k] >= self.score
-            if k:  # a tile: drop boxes cut off by an edge that is not the frame's
-                ok &= ~_touches_inner_edge(b, (x1, y1, x2, y2), w, h)
-            boxes.append(b[ok])
-            kept.append(scores[k][ok])
+        for size, windows in self._passes(w, h):
+            blob = cv2.dnn.blobFromImages([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in windows], 2.0 / 255.0,
+                                          size, (127.5, 127.5, 127.5), swapRB=True, crop=False)
+            self.net.setInput(blob)
+            xyxy, scores = self._person_boxes(self.net.forward(self.outputs), size)
+            for k, win in enumerate(windows):
+                b, s = self._in_frame(xyxy[k], scores[k], win, (w, h))
+                boxes.append(b)
+                kept.append(s)
         b, s = np.concatenate(boxes), np.concatenate(kept)
         if not len(s):
             return Detections.empty()
@@ -233,7 +263,29 @@ class SsdLiteDetector:
         keep = nms(b, s, self.nms_iou)
         return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32))
 
-    def _person_boxes(self, outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _in_frame(self, xyxy: np.ndarray, scores: np.ndarray, win: tuple[int, int, int, int],
+                  frame_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """One window's relative boxes in frame pixels, those over the score kept; a tile's boxes cut off by an
+        edge that is not the frame's dropped."""
+        x1, y1, x2, y2 = win
+        b = xyxy * np.array([x2 - x1, y2 - y1] * 2, np.float32) + np.array([x1, y1] * 2, np.float32)
+        ok = scores >= self.score
+        if win != (0, 0, *frame_wh):
+            ok &= ~_touches_inner_edge(b, win, *frame_wh)
+        return b[ok], scores[ok]
+
+    def _layer_anchors(self, layer: int, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """The layer's anchors for an input of ``size`` (w, h): relative sizes scaled so that in pixels they stay
+        those of the 300x300 input the weights were trained on."""
+        key = (layer, grid, size)
+        if key not in self._anchors:
+            a = layer_anchors(layer, *grid).copy()
+            a[:, 2] *= INPUT_SIZE / size[1]
+            a[:, 3] *= INPUT_SIZE / size[0]
+            self._anchors[key] = a
+        return self._anchors[key]
+
+    def _person_boxes(self, outs: list[np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Per image of the batch: (B, K, 4) relative ``x1, y1, x2, y2`` and (B, K) person scores of the
         MAX_CANDIDATES best anchors."""
         codes, logits, anchors = [], [], []
@@ -243,10 +295,7 @@ class SsdLiteDetector:
             codes.append(enc.transpose(0, 2, 3, 1).reshape(n, -1, 4))
             n_classes = cls.shape[1] // (c // 4)
             logits.append(cls.transpose(0, 2, 3, 1).reshape(n, -1, n_classes)[:, :, PERSON])
-            key = (layer, gh, gw)
-            if key not in self._anchors:
-                self._anchors[key] = layer_anchors(layer, gh, gw)
-            anchors.append(self._anchors[key])
+            anchors.append(self._layer_anchors(layer, (gh, gw), size))
         codes, logits, anchors = np.concatenate(codes, 1), np.concatenate(logits, 1), np.concatenate(anchors)
         top = np.argsort(-logits, 1)[:, :MAX_CANDIDATES]
         scores = 1.0 / (1.0 + np.exp(-np.take_along_axis(logits, top, 1)))

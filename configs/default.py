@@ -199,10 +199,12 @@ _C.TEST.OUTPUT_VIDEO_PATH = "exp_results/videos"  # where annotated videos, JSON
 _C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else ssdlite) | ssdlite (offline, default) | yolo | hog | file
 _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,score)
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
-_C.TEST.YOLO_CONF = 0.4  # detector score threshold
+_C.TEST.YOLO_CONF = 0.4  # yolo: detector score threshold (boxes down to min(0.1, it) are kept for ByteTrack)
 _C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N detected frames
-_C.TEST.DETECT_EVERY = 2  # run the detector (then tracker and PAR) every N frames, the tracks held in between (1 =
-#                          every frame; 2 doubles the speed: 768x576 at 33 instead of 18 fps on 2 cores)
+_C.TEST.DETECT_EVERY = 0  # run the detector (then tracker and PAR) every N frames, the tracks held in between (1 =
+#                          every frame; 0 = from the clip's fps: N = round(fps / DETECT_HZ), at least 1)
+_C.TEST.DETECT_HZ = 10.0  # with DETECT_EVERY 0: detections per second of video aimed at (25 fps -> every 2nd
+#                          frame, 10 fps or less -> every frame), so slow clips are not tracked at 3 Hz
 _C.TEST.OVERLAP = True  # video: decode and detect the next frames in a worker thread while PAR runs on this one
 _C.TEST.PAR_RUNTIME = "auto"  # video PAR: auto (onnx on a CPU when onnxruntime is installed) | onnx | torch
 _C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities
@@ -211,8 +213,11 @@ _C.TEST.WINDOW = 15  # observations averaged (window)
 _C.TEST.MIN_BOX_HEIGHT = 48  # smaller person boxes are skipped
 _C.TEST.MIN_BOX_WIDTH = 16
 _C.TEST.HOG_SCALE = 1.05  # HOG detector pyramid scale
-_C.TEST.SSD_SCORE = 0.3  # ssdlite: person boxes scoring below this are dropped (ByteTrack: those under
-#                          TEST.YOLO_CONF only continue existing tracks)
+_C.TEST.SSD_SCORE = 0.1  # ssdlite: person boxes scoring below this are dropped (ByteTrack: those under
+#                          TEST.TRACK_HIGH_SCORE only continue existing tracks, so low ones are kept)
+_C.TEST.SSD_SCALES = [480]  # ssdlite: network input sizes, one pass each, merged by NMS: 300 = TensorFlow's
+#                             300x300 squash (as trained); N = the frame at N px along its longer side, aspect
+#                             kept, anchors at their trained pixel sizes (finds people 64-128 px tall)
 _C.TEST.SSD_NMS = 0.45  # ssdlite: of two person boxes overlapping by more IoU than this, the lower-scored goes
 _C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overlapping, about square tiles, for
 #                        small people in high-resolution frames (1 + N * round(N * W / H) network runs per frame;
@@ -222,6 +227,13 @@ _C.TEST.TRACK_MATCH_THRESH = 0.95  # ByteTrack's match_thresh: a detection may c
 #                                   1 - IoU x score <= this (0.8 in ByteTrack at 30 fps; looser here because the
 #                                   tracker sees every DETECT_EVERY-th frame of 10-25 fps CCTV)
 _C.TEST.TRACK_LOST_SECONDS = 2.0  # a lost track is kept this long for its person to reappear before its id retires
+_C.TEST.TRACK_HIGH_SCORE = 0.3  # ByteTrack's high-score threshold (any detector): boxes above it start (from +0.1)
+#                                and continue tracks, boxes between 0.1 and it only continue existing ones
+_C.TEST.TRACK_GAP_SECONDS = 1.0  # <stem>_mot.txt: a reported track's gaps up to this long filled by interpolation
+_C.TEST.MIN_TRACK_FRAMES = 5  # a track is drawn / written from its N-th tracked frame on; shorter ones are not reported
+_C.TEST.STATIC_FILTER = True  # a track that never moves and does not look like a person (HOG) is not reported
+_C.TEST.ZONES = []  # polygons [{include: [[x, y], ...]}, {exclude: [[x, y], ...]}] in pixels or 0-1 relative; a
+#                     detection counts by its bottom centre: inside an include zone (if any) and no exclude zone
 _C.TEST.REPORT = True  # video: also write <stem>_report/index.html (tracks with thumbnail, time span, labels)
 _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
 _C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops

@@ -102,7 +102,8 @@ def test_smoothers_by_hand():
 def test_tracks_keep_ids_and_labels_average(clip, tmp_path):
     video, det = clip
     pred = FakePredictor()
-    opts = VideoOptions(detector="file", det_file=str(det), ema_alpha=0.3, progress=False)
+    opts = VideoOptions(detector="file", det_file=str(det), ema_alpha=0.3, min_track_frames=1, static_filter=False,
+                        progress=False)
     s = process_video(video, pred, opts, tmp_path)
 
     assert SUMMARY_KEYS <= set(s) and s["complete"] and s["frames"] == N_FRAMES
@@ -159,6 +160,7 @@ def test_tracks_keep_ids_and_labels_average(clip, tmp_path):
 def test_check_per_frame_window_and_max_frames(clip, tmp_path):
     video, det = clip
     opts = VideoOptions(detector="file", det_file=str(det.parent), check_per_frame=3, smoothing="window", window=2,
+                        min_track_frames=1, static_filter=False,
                         max_frames=12, progress=False)  # det_file as a folder: <stem>.txt inside it
     s = process_video(video, FakePredictor(), opts, tmp_path)
     assert s["frames"] == 12 and s["crops_classified"] == 2 * 4
@@ -187,7 +189,8 @@ def test_detect_every_holds_tracks_between_detected_frames(clip, tmp_path):
             calls.append(index)
             return self.inner(frame, index)
 
-    opts = VideoOptions(detect_every=3, check_per_frame=2, max_frames=12, progress=False)
+    opts = VideoOptions(detect_every=3, check_per_frame=2, max_frames=12, min_track_frames=1, static_filter=False,
+                        progress=False)
     s = process_video(video, FakePredictor(), opts, tmp_path, detector=Counting())
     assert calls == [1, 4, 7, 10] and s["frames"] == 12
     data = json.loads((tmp_path / "clip_tracks.json").read_text())
@@ -205,7 +208,7 @@ def test_detect_every_holds_tracks_between_detected_frames(clip, tmp_path):
     boxes = [tuple(r[k] for k in ("x1", "y1", "x2", "y2")) for r in red]
     assert boxes[0] == boxes[1] == boxes[2] != boxes[3] == boxes[4] == boxes[5]  # held between detections
     with pytest.raises(ValueError, match="DETECT_EVERY"):
-        process_video(video, FakePredictor(), VideoOptions(detect_every=0), tmp_path / "bad")
+        process_video(video, FakePredictor(), VideoOptions(detect_every=-1), tmp_path / "bad")
 
 
 def test_overlapped_detection_gives_the_same_outputs_and_surfaces_detector_errors(clip, tmp_path):
@@ -280,7 +283,7 @@ def _track_of_a_fast_walker(**tracker_kw) -> list[list[int]]:
 
     o = VideoOptions()  # the shipped defaults (configs/default.py TEST.*)
     kw = {"lost_seconds": o.track_lost_seconds, "match_thresh": o.track_match, **tracker_kw}
-    tr, out = ByteTracker(5.0, o.conf, **kw), []
+    tr, out = ByteTracker(5.0, o.track_high, **kw), []
     for k in range(12):
         t = tr.update(Detections(np.array([[30.0 * k, 50, 30.0 * k + 40, 150]], np.float32), np.array([0.9], np.float32)))
         out.append([int(i) for i in t.ids])
@@ -361,6 +364,8 @@ def test_main_end_to_end_with_a_real_checkpoint(ckpt, clip, tmp_path):
     cfg.TEST.DET_FILE = str(det.parent)
     cfg.TEST.PRETRAINED_WEIGHTS = str(ckpt)
     cfg.TEST.OUTPUT_VIDEO_PATH = str(tmp_path)
+    cfg.TEST.MIN_TRACK_FRAMES = 1  # every frame of both tracks drawn and written (plain rectangles: no person
+    cfg.TEST.STATIC_FILTER = False  # shape for HOG, hidden until they have moved)
     summaries = test_video.process_videos(cfg)
     assert len(summaries) == 1 and summaries[0]["people_tracked"] == 2 and summaries[0]["complete"]
 

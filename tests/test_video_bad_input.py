@@ -26,7 +26,9 @@ def clip(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _opts(det: Path, **kw) -> VideoOptions:
-    return VideoOptions(detector="file", det_file=str(det), progress=False, **kw)
+    # plain rectangles: every frame written (no minimum track length, no person-shape check)
+    return VideoOptions(detector="file", det_file=str(det), progress=False,
+                        **{"min_track_frames": 1, "static_filter": False, **kw})
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:
