@@ -19,11 +19,14 @@ import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from configs.errors import UserError
+
+if TYPE_CHECKING:  # imported lazily: the command's --help stays fast
+    from tools.inference.contract import InferenceContract
 
 PRIOR_EPS = 1e-4  # losses.common's clip of the priors
 
@@ -45,7 +48,7 @@ def _log_odds(priors: Sequence[float]) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def raw_probs(probs: np.ndarray, contract) -> np.ndarray:
+def raw_probs(probs: np.ndarray, contract: InferenceContract) -> np.ndarray:
     """The probabilities before the contract's post-hoc adjustment (tau 0)."""
     if not contract.posthoc:
         return probs
@@ -59,7 +62,7 @@ def adjusted(probs: np.ndarray, priors: Sequence[float], tau: float) -> np.ndarr
     return 1 / (1 + np.exp(-(z - tau * _log_odds(priors))))
 
 
-def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contract) -> dict:
+def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contract: InferenceContract) -> dict:
     from tools.evaluation.evaluator import ContractScorer
     from tools.evaluation.decision import harmonic
     import torch
@@ -69,7 +72,7 @@ def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contra
     return {"ma": m["ma"], "f1": m["instance_f1"], "h": float(harmonic(m["ma"], m["instance_f1"]))}
 
 
-def rules(contract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, str, np.ndarray | None]]:
+def rules(contract: InferenceContract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, str, np.ndarray | None]]:
     """(name, probability kind, thresholds or None = fit) of each rule."""
     from tools.evaluation.decision import fit_tau, fit_thresholds
     from tools.evaluation.metrics import decode_exclusive
@@ -97,7 +100,7 @@ def rules(contract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, 
     return out + [("shipped (contract)", "shipped", contract.threshold_array())]
 
 
-def variants(probs: np.ndarray, contract) -> dict[str, np.ndarray]:
+def variants(probs: np.ndarray, contract: InferenceContract) -> dict[str, np.ndarray]:
     """The probabilities of one set under each rule's kind: shipped, raw (tau 0), tau 0.5, tau 1."""
     out = {"shipped": probs, "raw": raw_probs(probs, contract)}
     for tau in (0.5, 1.0) if contract.priors else ():  # the tau rules need the train priors
@@ -105,13 +108,13 @@ def variants(probs: np.ndarray, contract) -> dict[str, np.ndarray]:
     return out
 
 
-def split_scorer(probs: np.ndarray, labels: np.ndarray, contract) -> Callable[[str, np.ndarray], dict]:
+def split_scorer(probs: np.ndarray, labels: np.ndarray, contract: InferenceContract) -> Callable[[str, np.ndarray], dict]:
     """Scores a rule (probability kind, thresholds) on one split of the run's own dataset."""
     v = variants(probs, contract)
     return lambda kind, t: _score(v[kind], labels, t, contract)
 
 
-def cross_scorer(path: Path, contract, attr_map: str) -> Callable[[str, np.ndarray], dict]:
+def cross_scorer(path: Path, contract: InferenceContract, attr_map: str) -> Callable[[str, np.ndarray], dict]:
     """Scores a rule on a cross-domain eval's saved predictions (``eval_cross_*_predictions.npz``)."""
     from tools.evaluation.cross_domain import cross_domain_metrics, pair_attributes, shipped_decisions
     from tools.evaluation.decision import harmonic
