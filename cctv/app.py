@@ -15,10 +15,10 @@ from pathlib import Path
 from yacs.config import CfgNode as CN
 
 from dataset.base import DataError
-from tools.checkpoint import CheckpointError
 from tools.inference import Predictor, experiment_dir, read_rgb
 from tools.inference.onnx import runtime_predictor
 from cctv.detectors import DetectorError, resolve_detector_name
+from cctv.index.ingest import ingestor_from_cfg
 from cctv.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
 log = logging.getLogger("video")
@@ -52,9 +52,15 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     predictor = predictor or runtime_predictor(Predictor.from_cfg(cfg), cfg.TEST.PAR_RUNTIME)
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []
+    index = ingestor_from_cfg(cfg, predictor)  # TEST.INDEX: the footage index ("" = none)
     for video in videos:
+        if index is not None and not index.begin(video):
+            log.info("%s: already in the footage index %s with this checkpoint; skipped", video, cfg.TEST.INDEX)
+            continue
         try:
             summaries.append(process_video(video, predictor, opts, out_dir, detector=shared_det))
+            if index is not None:
+                index.finish(video, output_paths(video, out_dir)["json"])
         except (VideoError, DetectorError) as e:
             if single:
                 raise

@@ -30,6 +30,18 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _footage_index_in_tmp(tmp_path_factory):
+    """Video mode ingests into TEST.INDEX (default exp_results/footage.sqlite): tests that process videos with
+    the default config write a throw-away index instead of the checkout's."""
+    from configs.default import _C
+
+    old = _C.TEST.INDEX
+    _C.TEST.INDEX = str(tmp_path_factory.mktemp("index") / "footage.sqlite")
+    yield
+    _C.TEST.INDEX = old
+
+
 @pytest.fixture
 def native_data() -> Path:
     root = native_root()
