@@ -64,7 +64,7 @@ def model_info(predictor: Any, checkpoint: str | Path | None = None, threshold: 
     if path and Path(path).is_file():
         digest, name = file_hash(Path(path)), str(path)
     else:
-        digest = hashlib.sha256(json.dumps([names, groups, type(predictor).__name__]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([names, groups]).encode()).hexdigest()  # no file: its vocabulary
         name = type(predictor).__name__
     contract = getattr(predictor, "contract", None)
     return ModelInfo(digest, name, names, groups, thresholds, bool(getattr(decoder, "group_argmax", False)),
