@@ -31,13 +31,14 @@ def video_cfg(video: Path, det: Path, out: Path, index: str, camera: str, start:
     return cfg
 
 
-def ingest_two_cameras(root: Path, index: str, predictor=None) -> None:
+def ingest_two_cameras(root: Path, index: str, predictor=None, media: str = "") -> None:
     """Both clips through ``cctv.app.process_videos`` into ``index`` (gate: start from its file name,
     lobby: TEST.START_TIME)."""
     from cctv.app import process_videos
 
     for cam, (video, det) in clips(root).items():
         cfg = video_cfg(video, det, root / "out" / cam, index, cam, LOBBY_START if cam == "lobby" else "")
+        cfg.TEST.INDEX_MEDIA = media
         process_videos(cfg, predictor=predictor or FakeEmbedder())
 
 
