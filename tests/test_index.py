@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._index_helpers import LOBBY_START, dump, ingest_two_cameras
+from tests._index_helpers import dump, ingest_two_cameras
 from tests.conftest import REPO
 from cctv.index.search import Request, Searcher
 from cctv.index.store import open_index

@@ -35,14 +35,15 @@ def transcode_h264(src: Path, dst: Path, max_height: int = MAX_HEIGHT, fps: floa
         with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4",
                                                 options={"movflags": "+faststart"}) as out:
             vin = inp.streams.video[0]
-            rate = fps or float(vin.average_rate or 25)
-            stream = out.add_stream("libx264", rate=_rate(rate))
+            rate = _rate(fps or float(vin.average_rate or 25))
+            stream = out.add_stream("libx264", rate=rate)
+            stream.codec_context.time_base = 1 / rate
             stream.width, stream.height = _out_size(vin.codec_context.width, vin.codec_context.height, max_height)
             stream.pix_fmt = "yuv420p"
             stream.options = {"preset": "veryfast", "crf": "26"}
-            for frame in inp.decode(vin):
+            for i, frame in enumerate(inp.decode(vin)):  # frame i at i / fps: the pipeline's frame clock
                 img = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-                img.pts = None
+                img.pts, img.time_base = i, 1 / rate
                 out.mux(stream.encode(img))
             out.mux(stream.encode(None))
         os.replace(tmp, dst)
