@@ -59,6 +59,7 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
             continue
         try:
             summaries.append(process_video(video, predictor, opts, out_dir, detector=shared_det))
+            _playable(summaries[-1])
             if index is not None:
                 index.finish(video, output_paths(video, out_dir)["json"])
         except (VideoError, DetectorError) as e:
@@ -77,6 +78,15 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
         log.info("video done: %d video(s), %d frames, %d people tracked; outputs in %s", len(summaries),
                  sum(s["frames"] for s in summaries), sum(s["people_tracked"] for s in summaries), out_dir)
     return summaries
+
+
+def _playable(summary: dict) -> None:
+    """The annotated video re-encoded as H.264 (OpenCV's mp4v is not played by browsers; the report links it)."""
+    from cctv.index.media import make_playable
+
+    video = (summary.get("outputs") or {}).get("video")
+    if video and Path(video).is_file() and not make_playable(Path(video)):
+        log.warning("%s stays mp4v (browsers will not play it)", video)
 
 
 def _list_images(folder: Path) -> list[Path]:

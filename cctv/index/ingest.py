@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from cctv.index.media import transcode_h264
+from cctv.index.media import browser_copy
 from cctv.index.store import FootageIndex, cameras, host_name, models, tracks, videos
 from cctv.semantics import labels_with_confidence
 from cctv.vocab import QueryError
@@ -275,7 +275,7 @@ class VideoIngestor:
             return None
         name = f"v{p.content_hash[:16]}-m{self.model.checkpoint_hash[:8]}.mp4"
         fps = float((data.get("video_info") or {}).get("fps") or 0) or None
-        return name if transcode_h264(src, self.index.media / name, fps=fps) else None
+        return name if browser_copy(src, self.index.media / name, fps=fps) else None
 
 
 def ingestor_from_cfg(cfg: Any, predictor: Any) -> VideoIngestor | None:

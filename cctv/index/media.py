@@ -54,6 +54,43 @@ def transcode_h264(src: Path, dst: Path, max_height: int = MAX_HEIGHT, fps: floa
         return False
 
 
+def codec_of(path: Path) -> tuple[str, int]:
+    """(codec name, height) of the first video stream; ("", 0) when unreadable."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            ctx = c.streams.video[0].codec_context
+            return ctx.name, int(ctx.height)
+    except Exception:  # noqa: BLE001 - not a video FFmpeg reads
+        return "", 0
+
+
+def make_playable(path: Path) -> bool:
+    """Re-encode ``path`` (OpenCV's mp4v) in place as H.264 at its own size; True when it is H.264 after."""
+    if codec_of(path)[0] == "h264":
+        return True
+    tmp = path.with_name(path.stem + ".h264.mp4")
+    if not transcode_h264(path, tmp, max_height=1 << 16):
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def browser_copy(src: Path, dst: Path, fps: float | None = None) -> bool:
+    """``dst``: ``src`` itself when it is already H.264 of at most MAX_HEIGHT lines, else an H.264 re-encode."""
+    import shutil
+
+    name, height = codec_of(src)
+    if name == "h264" and height <= MAX_HEIGHT:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return True
+    return transcode_h264(src, dst, fps=fps)
+
+
 def _rate(fps: float):
     from fractions import Fraction
 
