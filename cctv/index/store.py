@@ -21,7 +21,7 @@ from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, Larg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cctv.index import URL_SCHEMES, is_index_spec  # noqa: F401 (re-exported)
+from cctv.index import URL_SCHEMES, is_index_spec, missing_index  # noqa: F401 (re-exported)
 from cctv.vocab import QueryError
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,9 @@ def open_index(spec: str, media: str = "", create: bool = False) -> FootageIndex
     missing, not an index, or the server cannot be reached."""
     spec = str(spec).strip()
     if not spec.lower().startswith(URL_SCHEMES):
-        path = Path(spec)
-        if not create and not path.is_file():
-            raise QueryError(f"footage index '{spec}' does not exist; run --mode video with TEST.INDEX {spec} "
-                             "first, or give SEARCH.IN an existing .sqlite file or postgresql:// URL")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and missing_index(spec):
+            raise QueryError(missing_index(spec))
+        Path(spec).parent.mkdir(parents=True, exist_ok=True)
     reader, writer = _engines(spec)
     index = FootageIndex(spec, reader, writer, media_dir(spec, media))
     try:
