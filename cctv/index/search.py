@@ -19,7 +19,7 @@ from sqlalchemy import select
 from cctv.index.freetext import canonical, looks_structured, read_free_text
 from cctv.index.store import FootageIndex, cameras, models, tracks, videos
 from cctv.index.vectors import VectorIndex
-from cctv.semantics import joint_probability, term_probability
+from cctv.semantics import joint_on_columns, term_probability
 from cctv.vocab import QueryError, Vocabulary
 from tools.inference.names import BINARY_DISPLAY, short_names
 
@@ -65,7 +65,7 @@ class _Block:
         self.video = np.zeros(0, np.int64)
         self.camera = np.zeros(0, np.int64)
         self.start = self.end = self.duration = np.zeros(0, np.float64)
-        self.probs = np.zeros((0, a), np.float32)
+        self.columns = np.zeros((a, 0), np.float32)  # (A, N): a query reads only the columns it names
         self.vectors: VectorIndex | None = None
         self.sorter = np.zeros(0, np.int64)
 
@@ -81,7 +81,7 @@ class _Block:
         self.duration = np.concatenate([self.duration, np.asarray(cols[5], np.float64)])
         a = len(self.vocab.attr_names)
         p = np.frombuffer(b"".join(b or bytes(4 * a) for b in cols[6]), np.float32).reshape(len(rows), a)
-        self.probs = np.concatenate([self.probs, p])
+        self.columns = np.ascontiguousarray(np.concatenate([self.columns, p.T], axis=1))
         self._add_vectors([(i, e) for i, e in zip(cols[0], cols[7]) if e])
         self.sorter = np.argsort(self.ids, kind="stable")
 
@@ -165,7 +165,8 @@ class Searcher:
         """How ``text`` reads on each model that can read it; ``QueryError`` when none can read any of it
         (``strict``: also when a word is unknown). Needs only the models table: no tracks, no model."""
         with self.lock:
-            self._models()
+            if not self.blocks:
+                self._models()
         out, errors = {}, []
         for mid, b in sorted(self.blocks.items()):
             if not b.vocab.attr_names:
@@ -195,18 +196,18 @@ class Searcher:
     def _scores(self, b: _Block, reading: Reading | None, req: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row positions, scores, appearance) of the tracks of ``b`` that pass the filters, best first."""
         mask = self._mask(b, req)
-        pos = np.flatnonzero(mask)
-        appearance = None
+        terms = reading.terms if reading else []
         if req.example is not None:
             k = max(req.limit * 20, 400)
-            ids, cos = b.vectors.search(req.example, k, None if mask.all() else b.ids[pos])
+            ids, cos = b.vectors.search(req.example, k, None if mask.all() else b.ids[np.flatnonzero(mask)])
             pos = b.positions(ids)
             appearance = (1.0 + cos.astype(np.float64)) / 2.0
-        terms = reading.terms if reading else []
-        score = joint_probability(b.probs[pos], terms, b.group_argmax) if terms else np.ones(len(pos))
-        if appearance is not None:
-            score = score * appearance
-        keep = score >= req.min_score
+            score = appearance * (joint_on_columns(b.columns[:, pos], terms, b.group_argmax) if terms else 1.0)
+        else:  # every track scored, the filtered-out ones dropped after: no gather of a million rows
+            pos, appearance = np.arange(len(b.ids)), None
+            score = joint_on_columns(b.columns, terms, b.group_argmax) if terms else np.ones(len(pos), np.float32)
+            score = np.where(mask, score, -1.0)
+        keep = score >= max(req.min_score, 0.0)
         pos, score = pos[keep], score[keep]
         appearance = appearance[keep] if appearance is not None else np.full(len(pos), np.nan)
         if len(score) > req.limit * 4:  # argpartition first: a million scores sorted would cost ~100 ms
@@ -227,8 +228,8 @@ class Searcher:
 
     def search(self, req: Request) -> dict:
         """``{"query", "unknown", "results": [...], "n_tracks"}``: the best ``req.limit`` tracks (see ``Request``)."""
-        readings = self._readings(req)
         self.refresh()
+        readings = self._readings(req)
         found = []
         with self.lock:
             for b in self.blocks.values():
@@ -290,7 +291,7 @@ class Searcher:
     def _result(self, f: tuple, row: dict, readings: dict) -> dict:
         score, tid, app, b = f
         reading = readings.get(b.model_id)
-        p = b.probs[b.positions(np.array([tid]))]
+        p = b.columns[:, b.positions(np.array([tid]))].T
         terms = {t.text: round(float(term_probability(p, t, b.group_argmax)[0]), 4)
                  for t in (reading.terms if reading else [])}
         out = {**_describe(row), "score": round(score, 6), "terms": terms}
