@@ -281,6 +281,7 @@ class Searcher:
             return {}
         q = (select(tracks.c.id, tracks.c.track_id, tracks.c.video_id, tracks.c.start_time, tracks.c.end_time,
                     tracks.c.duration, tracks.c.labels, tracks.c.first_frame, tracks.c.last_frame,
+                    tracks.c.embedding.isnot(None).label("has_embedding"),
                     videos.c.path, videos.c.media_file, videos.c.start_time.label("video_start"),
                     cameras.c.name.label("camera"))
              .join(videos, videos.c.id == tracks.c.video_id).join(cameras, cameras.c.id == tracks.c.camera_id)
@@ -307,7 +308,7 @@ def _describe(row: dict) -> dict:
             "offset_s": round(row["start_time"] - row["video_start"], 2), "duration_s": round(row["duration"], 2),
             "first_frame": row["first_frame"], "last_frame": row["last_frame"],
             "labels": json.loads(row["labels"] or "[]"), "thumbnail": f"/media/thumb/{tid}",
-            "clip": f"/media/video/{vid}" if row["media_file"] else None}
+            "clip": f"/media/video/{vid}" if row["media_file"] else None, "has_embedding": bool(row["has_embedding"])}
 
 
 def _reading(text: str, vocab: Vocabulary, strict: bool) -> Reading:

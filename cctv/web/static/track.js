@@ -16,7 +16,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   for (const [k, v] of facts) dl.append(el("dt", {text: k}), el("dd", {text: v}));
   const ul = document.getElementById("labels");
   for (const l of t.labels) ul.append(labelItem(l));
-  document.getElementById("like").href = "/?like=" + t.id;
+  if (t.has_embedding) document.getElementById("like").href = "/?like=" + t.id;
+  else document.getElementById("like").remove();  // no embedding head in this checkpoint
   const video = document.getElementById("clip"), hint = document.getElementById("cliphint");
   if (t.clip) {
     const end = t.offset_s + t.duration_s;
