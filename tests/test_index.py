@@ -49,8 +49,12 @@ def test_two_cameras_in_one_index_with_wall_clock_times(indexed):
     assert len(media) == 2 and all(m.stat().st_size > 1000 for m in media)
     import av
 
-    with av.open(str(media[0])) as c:  # the browser copy is H.264
-        assert c.streams.video[0].codec_context.name == "h264"
+    annotated = indexed / "out" / "gate" / "20260301_080000_gate_annotated.mp4"
+    for video in (media[0], annotated):  # the index's copy and the annotated video are H.264, which browsers play
+        with av.open(str(video)) as c:
+            assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].frames in (24, 30)
+    report = (indexed / "out" / "gate" / "20260301_080000_gate_report" / "index.html").read_text()
+    assert '<video controls muted preload="metadata" src="../20260301_080000_gate_annotated.mp4"' in report
 
 
 def test_search_across_both_cameras_with_camera_and_time_filters(indexed):
