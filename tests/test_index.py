@@ -171,3 +171,17 @@ def test_the_front_door_answers_without_torch(indexed, tmp_path):
     assert lines[2] == "False", res.stderr[-2000:]
     missing = _run("--mode", "search", "SEARCH.IN", str(tmp_path / "nope.sqlite"), "SEARCH.QUERY", "Hat", timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
+
+
+def test_two_processes_ingesting_the_same_footage_into_one_index_keep_one_copy(tmp_path):
+    spec = str(tmp_path / "footage.sqlite")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests._index_helpers", str(tmp_path / name), spec], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("a", "b")]
+    for p in procs:  # the same clips (same content) from two folders, at the same time
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    d = dump(spec)
+    assert [(v[0], v[3], v[6]) for v in d["videos"]] == [("20260301_080000_gate.mp4", "complete", 2),
+                                                         ("lobby.mp4", "complete", 2)]
+    assert len(d["tracks"]) == 4
