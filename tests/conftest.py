@@ -31,13 +31,13 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _footage_index_in_tmp(tmp_path_factory):
-    """Video mode ingests into TEST.INDEX (default exp_results/footage.sqlite): tests that process videos with
-    the default config write a throw-away index instead of the checkout's."""
+def _no_footage_index_by_default():
+    """Video mode ingests into TEST.INDEX (default exp_results/footage.sqlite) and skips a video already there:
+    tests that process videos with the default config ingest nowhere (the index tests name their own)."""
     from configs.default import _C
 
     old = _C.TEST.INDEX
-    _C.TEST.INDEX = str(tmp_path_factory.mktemp("index") / "footage.sqlite")
+    _C.TEST.INDEX = ""
     yield
     _C.TEST.INDEX = old
 
