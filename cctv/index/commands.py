@@ -65,8 +65,7 @@ def image_example(index: FootageIndex, cfg: Any, path: str, predictor: Any = Non
 
 def _rows_for_files(results: list[dict], out: Path, index: FootageIndex) -> list[dict]:
     """Result rows in ``cctv.search.write_results``' shape; thumbnails copied into the result folder."""
-    from cctv.index.store import tracks as t
-
+    t = tracks
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     ids = [r["id"] for r in results]
     with index.engine.connect() as c:

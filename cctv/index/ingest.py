@@ -68,7 +68,7 @@ def model_info(predictor: Any, checkpoint: str | Path | None = None, threshold: 
         name = type(predictor).__name__
     contract = getattr(predictor, "contract", None)
     return ModelInfo(digest, name, names, groups, thresholds, bool(getattr(decoder, "group_argmax", False)),
-                     int(getattr(contract, "embed_dim", 0) or (64 if getattr(predictor, "has_embeddings", False) else 0)))
+                     int(getattr(contract, "embed_dim", 0) or 0))  # the search reads the size off the vectors
 
 
 def _from_pattern(name: str, pattern: str) -> float | None:
