@@ -8,7 +8,8 @@ decoding (``group_argmax``, as ``tools.inference.labels.LabelDecoder`` decodes):
 * a member ``m`` of an ``exclusive`` group decoded by arg-max: ``p_m / sum(p_group)`` (the group takes
   exactly one value; the label is the arg-max, i.e. the member with the highest such probability);
 * a member ``m`` of any other group (``optional``, or ``exclusive`` decoded by threshold): ``p_m`` times
-  ``1 - p_o`` for every member ``o`` more likely than ``m``: "m is on and no likelier member is". For the
+  ``1 - p_o`` for every member ``o`` more likely than ``m`` (on a tie: listed before it, as arg-max breaks
+  ties): "m is on and no likelier member is". For the
   arg-max member that is ``p_m``, so the label shows ``m`` exactly when this probability clears ``t_m``;
   any other member scores at most 0.25, below every threshold in use. A colour whose own probability is
   0.19 therefore scores 0.19 (label ``none``), never 0.92 by normalising inside a group whose members are
@@ -38,12 +39,12 @@ def _term(col, term: Term, group_argmax: bool) -> np.ndarray:
     elif term.kind == "member" and term.exclusive and group_argmax:
         out = col(term.index) / np.maximum(sum(col(i) for i in term.group), 1e-12)
     elif term.kind == "member":
-        m = col(term.index)
+        m, me = col(term.index), list(term.group).index(term.index)
         out = m.copy()
-        for o in term.group:  # times 1 - p_o for every likelier member o
+        for k, o in enumerate(term.group):  # times 1 - p_o for every likelier member o (ties: the earlier one)
             if o != term.index:
                 po = col(o)
-                out *= np.where(po > m, 1.0 - po, 1.0)
+                out *= np.where((po > m) | ((po == m) & (k < me)), 1.0 - po, 1.0)
     elif term.kind == "none":
         out = 1.0 - np.maximum.reduce([col(i) for i in term.group])
     else:
@@ -60,13 +61,18 @@ def term_probability(probs: np.ndarray, term: Term, group_argmax: bool = False) 
     return _term(lambda i: p[:, i], term, group_argmax)
 
 
-def joint_on_columns(columns: np.ndarray, terms: Sequence[Term], group_argmax: bool = False) -> np.ndarray:
-    """(N,) joint probability from (A, N) column-major probabilities (float32 kept: the footage index scores
-    a million tracks per query this way, touching only the columns the terms name)."""
-    out = np.ones(columns.shape[1], columns.dtype)
-    for t in terms:
-        out *= _term(lambda i: columns[i], t, group_argmax)
-    return out
+def member_table(pg: np.ndarray, exclusive: bool, group_argmax: bool = False) -> np.ndarray:
+    """(N, G) probability of "the group's value is member j" for every member at once, from the group's (N, G)
+    probabilities ``pg`` (the rule of ``term_probability``; one sort per row instead of a pass per member)."""
+    pg = np.asarray(pg)
+    if exclusive and group_argmax:
+        return pg / np.maximum(pg.sum(1, keepdims=True), 1e-12)
+    order = np.argsort(-pg, axis=1, kind="stable")  # likeliest first, ties in member order
+    ranked = np.take_along_axis(pg, order, 1)
+    before = np.cumprod(np.concatenate([np.ones_like(ranked[:, :1]), 1.0 - ranked[:, :-1]], 1), 1)
+    out = np.empty_like(pg)
+    np.put_along_axis(out, order, ranked * before, 1)
+    return np.clip(out, 0.0, 1.0)
 
 
 def joint_probability(probs: np.ndarray, terms: Sequence[Term], group_argmax: bool = False) -> np.ndarray:

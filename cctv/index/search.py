@@ -19,7 +19,7 @@ from sqlalchemy import select
 from cctv.index.freetext import canonical, looks_structured, read_free_text
 from cctv.index.store import FootageIndex, cameras, models, tracks, videos
 from cctv.index.vectors import VectorIndex
-from cctv.semantics import joint_on_columns, term_probability
+from cctv.semantics import member_table
 from cctv.vocab import QueryError, Vocabulary
 from tools.inference.names import BINARY_DISPLAY, short_names
 
@@ -66,8 +66,10 @@ class _Block:
         self.camera = np.zeros(0, np.int64)
         self.start = self.end = self.duration = np.zeros(0, np.float64)
         self.columns = np.zeros((a, 0), np.float32)  # (A, N): a query reads only the columns it names
+        self.members = np.zeros((a, 0), np.float32)  # (A, N): P(group = member) of grouped attributes (semantics)
+        self.nones: dict[tuple, np.ndarray] = {}  # group indices -> P(group = none)
         self.vectors: VectorIndex | None = None
-        self.sorter = np.zeros(0, np.int64)
+        self.sorter = self.sorted_ids = np.zeros(0, np.int64)
 
     def append(self, rows: list) -> None:
         if not rows:
@@ -82,12 +84,41 @@ class _Block:
         a = len(self.vocab.attr_names)
         p = np.frombuffer(b"".join(b or bytes(4 * a) for b in cols[6]), np.float32).reshape(len(rows), a)
         self.columns = np.ascontiguousarray(np.concatenate([self.columns, p.T], axis=1))
+        self._add_conditions(p)
         self._add_vectors([(i, e) for i, e in zip(cols[0], cols[7]) if e])
         self.sorter = np.argsort(self.ids, kind="stable")
+        self.sorted_ids = self.ids[self.sorter]
+
+    def _add_conditions(self, p: np.ndarray) -> None:
+        """Each group's member and ``none`` probabilities of the new rows, computed once at load."""
+        members = np.zeros_like(p)
+        for g in self.vocab.groups:
+            idx = g.indices(self.vocab.attr_names)
+            members[:, idx] = member_table(p[:, idx], g.kind == "exclusive", self.group_argmax)
+            none = 1.0 - p[:, idx].max(1)
+            self.nones[tuple(idx)] = np.concatenate([self.nones.get(tuple(idx), np.zeros(0, np.float32)), none])
+        self.members = np.ascontiguousarray(np.concatenate([self.members, members.T], axis=1))
+
+    def condition(self, t, rows: np.ndarray | None = None) -> np.ndarray:
+        """(N,) probability of condition ``t`` for every track (or the ``rows`` positions) of this block."""
+        if t.kind == "attr":
+            col = self.columns[t.index]
+        elif t.kind == "member":
+            col = self.members[t.index]
+        else:
+            col = self.nones[tuple(t.group)]
+        col = col if rows is None else col[rows]
+        return 1.0 - col if t.negate else col
+
+    def joint(self, terms: list, rows: np.ndarray | None = None) -> np.ndarray:
+        out = np.ones(len(self.ids) if rows is None else len(rows), np.float32)
+        for t in terms:
+            out *= self.condition(t, rows)
+        return out
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of track ``ids``."""
-        return self.sorter[np.searchsorted(self.ids[self.sorter], ids)]
+        return self.sorter[np.searchsorted(self.sorted_ids, ids)]
 
     def _add_vectors(self, pairs: list) -> None:
         if not pairs:
@@ -202,10 +233,10 @@ class Searcher:
             ids, cos = b.vectors.search(req.example, k, None if mask.all() else b.ids[np.flatnonzero(mask)])
             pos = b.positions(ids)
             appearance = (1.0 + cos.astype(np.float64)) / 2.0
-            score = appearance * (joint_on_columns(b.columns[:, pos], terms, b.group_argmax) if terms else 1.0)
+            score = appearance * b.joint(terms, pos)
         else:  # every track scored, the filtered-out ones dropped after: no gather of a million rows
             pos, appearance = np.arange(len(b.ids)), None
-            score = joint_on_columns(b.columns, terms, b.group_argmax) if terms else np.ones(len(pos), np.float32)
+            score = b.joint(terms)
             score = np.where(mask, score, -1.0)
         keep = score >= max(req.min_score, 0.0)
         pos, score = pos[keep], score[keep]
@@ -235,7 +266,8 @@ class Searcher:
             for b in self.blocks.values():
                 if self._usable(b, req, readings):
                     pos, score, app = self._scores(b, readings.get(b.model_id), req)
-                    found += [(float(s), int(b.ids[p]), float(a), b) for p, s, a in zip(pos, score, app)]
+                    terms = _term_table(b, pos, readings.get(b.model_id))
+                    found += [(float(s), int(b.ids[p]), float(a), b, t) for p, s, a, t in zip(pos, score, app, terms)]
         found.sort(key=lambda f: -f[0])
         found = found[: req.limit]
         rows = self._rows([f[1] for f in found])
@@ -290,15 +322,20 @@ class Searcher:
             return {int(r["id"]): dict(r) for r in c.execute(q).mappings()}
 
     def _result(self, f: tuple, row: dict, readings: dict) -> dict:
-        score, tid, app, b = f
-        reading = readings.get(b.model_id)
-        p = b.columns[:, b.positions(np.array([tid]))].T
-        terms = {t.text: round(float(term_probability(p, t, b.group_argmax)[0]), 4)
-                 for t in (reading.terms if reading else [])}
+        score, tid, app, b, terms = f
         out = {**_describe(row), "score": round(score, 6), "terms": terms}
         if not np.isnan(app):
             out["appearance"] = round(app, 4)
         return out
+
+
+def _term_table(b: _Block, pos: np.ndarray, reading: Reading | None) -> list[dict]:
+    """Per result (row positions ``pos`` of ``b``): each condition's probability (one pass per condition)."""
+    terms = reading.terms if reading else []
+    if not terms or not len(pos):
+        return [{} for _ in pos]
+    cols = [np.round(b.condition(t, pos).astype(np.float64), 4) for t in terms]
+    return [{t.text: float(c[k]) for t, c in zip(terms, cols)} for k in range(len(pos))]
 
 
 def _describe(row: dict) -> dict:
