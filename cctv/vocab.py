@@ -71,7 +71,8 @@ class Vocabulary:
                            for g in self.groups)
         loose = [a for a in self.attr_names if a not in self.member_of]
         words = [f"{on}/{off}" for a, (on, off) in BINARY_DISPLAY.items() if a in loose]
-        return f"groups: {groups or '-'}; attributes: {', '.join(words + [a for a in loose if a not in BINARY_DISPLAY])}"
+        plain = [a for a in loose if a not in BINARY_DISPLAY]
+        return f"groups: {groups or '-'}; attributes: {', '.join(words + plain)}"
 
     def member(self, group: Group, value: str) -> Term:
         v = norm(value)

@@ -159,7 +159,8 @@ def test_the_front_door_answers_without_torch(indexed, tmp_path):
     code = ("import sys, run; from configs import load_config; from cctv.search import run_search\n"
             "from configs.errors import UserError\n"
             "for q, src in (('Hat', sys.argv[1] + '/missing.sqlite'), ('Hatt', sys.argv[1] + '/footage.sqlite')):\n"
-            "    cfg = load_config('configs/native_lite0.yaml', ['SEARCH.IN', src, 'SEARCH.QUERY', q, 'MODE', 'search'])\n"
+            "    opts = ['SEARCH.IN', src, 'SEARCH.QUERY', q, 'MODE', 'search']\n"
+            "    cfg = load_config('configs/native_lite0.yaml', opts)\n"
             "    try: run_search(cfg)\n"
             "    except UserError as e: print(type(e).__name__, str(e))\n"
             "print('torch' in sys.modules)\n")

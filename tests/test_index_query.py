@@ -103,8 +103,8 @@ def test_the_wall_sliver_ranks_below_the_person_in_red_everywhere(tmp_path):
     cfg.SEARCH.IN, cfg.SEARCH.QUERY, cfg.SEARCH.OUTPUT = str(js), query, str(tmp_path / "s")
     rows = run_search(cfg)["results"]
     index = open_index(str(tmp_path / "f.sqlite"), create=True)
-    ing = VideoIngestor(index, ModelInfo("c" * 64, "native", NATIVE_NAMES, NATIVE_GROUPS, [0.5] * len(NATIVE_NAMES), False),
-                        "wall", "2026-03-01T08:00:00")
+    model = ModelInfo("c" * 64, "native", NATIVE_NAMES, NATIVE_GROUPS, [0.5] * len(NATIVE_NAMES), False)
+    ing = VideoIngestor(index, model, "wall", "2026-03-01T08:00:00")
     assert ing.begin(video) and ing.finish(video, js) is not None
     results = Searcher(index).search(Request(query))["results"]
     for got in (rows, results):

@@ -103,10 +103,12 @@ def test_media_only_from_the_index_by_id(server, path):
 
 def test_a_query_with_sql_metacharacters_is_just_a_query(server, index):
     before = dump(index)
-    for q in ("Hat'; DROP TABLE tracks; --", "colour=red\" OR 1=1 --", "female, colour=red) UNION SELECT * FROM videos"):
+    for q in ("Hat'; DROP TABLE tracks; --", "colour=red\" OR 1=1 --",
+              "female, colour=red) UNION SELECT * FROM videos"):
         status, body, _ = get(server.url + "/api/search?" + urllib.parse.urlencode({"q": q, "camera": "x' OR '1'='1"}))
         assert status in (200, 400) and isinstance(json.loads(body), dict), q
-    status, body, _ = get(server.url + "/api/search?" + urllib.parse.urlencode({"q": "colour=red", "camera": "' OR 1=1 --"}))
+    query = urllib.parse.urlencode({"q": "colour=red", "camera": "' OR 1=1 --"})
+    status, body, _ = get(server.url + "/api/search?" + query)
     assert status == 200 and json.loads(body)["results"] == []  # a camera of that name: there is none
     assert dump(index) == before
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cctv.index.ingest import file_hash, parse_time
 from cctv.index.search import Request, Searcher
-from cctv.index.store import FootageIndex, models, open_index, tracks
+from cctv.index.store import FootageIndex, models, open_index, safe_spec, tracks
 from cctv.vocab import QueryError
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,12 @@ def run_index_search(cfg: Any, predictor: Any = None) -> dict:
     out = new_result_dir(s.OUTPUT, s.NAME, s.QUERY or s.EXAMPLE)
     rows = _rows_for_files(answer["results"], out, index)
     terms = list(rows[0]["terms"]) if rows else []
-    meta = {"query": s.QUERY, "read_as": answer["query"], "example": s.EXAMPLE, "index": s.IN,
+    meta = {"query": s.QUERY, "read_as": answer["query"], "example": s.EXAMPLE, "index": safe_spec(s.IN),
             "n_candidates": answer["n_tracks"], "filters": {"camera": s.CAMERA, "after": s.AFTER, "before": s.BEFORE,
                                                             "min_seconds": s.MIN_SECONDS}}
     paths = write_results(rows, terms, out, meta)
     log.info("search %r read as %r: %d of %d track(s) in %s; best %s; outputs %s", s.QUERY, answer["query"],
-             len(rows), answer["n_tracks"], s.IN, ", ".join(f"{r['score']:.3f}" for r in rows[:5]), paths["csv"])
+             len(rows), answer["n_tracks"], safe_spec(s.IN), ", ".join(f"{r['score']:.3f}" for r in rows[:5]),
+             paths["csv"])
     index.close()
     return {"outputs": paths, "n_candidates": answer["n_tracks"], "results": rows, "query": answer["query"]}

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from cctv.index.media import browser_copy
-from cctv.index.store import FootageIndex, cameras, host_name, models, tracks, videos
+from cctv.index.store import FootageIndex, cameras, host_name, models, safe_spec, tracks, videos
 from cctv.semantics import labels_with_confidence
 from cctv.vocab import QueryError
 
@@ -264,13 +264,14 @@ class VideoIngestor:
                                             for r in rows])
             self.index.bump(c)
         log.info("%s: %d track(s) in the footage index %s (video id %d)", Path(str(video)).name, len(rows),
-                 self.index.spec, vid)
+                 safe_spec(self.index.spec), vid)
         return vid
 
     def _media(self, data: dict, p: _Pending) -> str | None:
         """The annotated video (else the source) as H.264 in the index's media folder; its file name."""
         outputs = data.get("outputs") or {}
-        src = Path(outputs["video"]) if outputs.get("video") and Path(outputs["video"]).is_file() else Path(data["video"])
+        annotated = Path(outputs["video"]) if outputs.get("video") else None
+        src = annotated if annotated is not None and annotated.is_file() else Path(data["video"])
         if not src.is_file():
             return None
         name = f"v{p.content_hash[:16]}-m{self.model.checkpoint_hash[:8]}.mp4"

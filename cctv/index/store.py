@@ -146,12 +146,12 @@ def open_index(spec: str, media: str = "", create: bool = False) -> FootageIndex
     except SQLAlchemyError as e:
         index.close()
         first = str(getattr(e, "orig", e) or e).strip().splitlines()[0][:200]
-        raise QueryError(f"footage index '{_safe(spec)}' cannot be opened ({type(e).__name__}: {first}); check the "
+        raise QueryError(f"footage index '{safe_spec(spec)}' cannot be opened ({type(e).__name__}: {first}); check the "
                          "path / URL, that the server runs and that it is an index written by --mode video") from None
     return index
 
 
-def _safe(spec: str) -> str:
+def safe_spec(spec: str) -> str:
     """The spec without a password (for messages)."""
     if "://" in spec and "@" in spec:
         scheme, rest = spec.split("://", 1)

@@ -1,9 +1,9 @@
 """Nearest appearance embeddings with FAISS (inner product of unit vectors = cosine).
 
 Up to ``EXACT_UP_TO`` vectors: an exact flat index. Beyond: an inverted-file index (IVF-Flat, about
-sqrt(N) lists, ``NPROBE`` of them searched per query), trained (k-means, 10 iterations, 40 points per list) on a sample of
-the vectors, so a query over a million 512-d tracks compares with about 16k of them. Filters (camera, time, duration) are FAISS
-ID selectors over the allowed track ids.
+sqrt(N) lists, ``NPROBE`` of them searched per query), trained (k-means, 10 iterations, 40 points per
+list) on a sample of the vectors, so a query over a million 512-d tracks compares with about 16k of
+them. Filters (camera, time, duration) are FAISS ID selectors over the allowed track ids.
 """
 from __future__ import annotations
 

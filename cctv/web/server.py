@@ -219,7 +219,10 @@ def run_server(cfg: Any) -> None:
     sock = _listen(str(s.HOST), int(s.PORT))
     host = f"[{s.HOST}]" if ":" in str(s.HOST) else str(s.HOST)
     url = f"http://{host}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-    print(f"serving {cfg.SEARCH.IN} ({app.state.searcher.size} tracks) at {url}  (Ctrl-C stops)", flush=True)
+    from cctv.index.store import safe_spec
+
+    size = app.state.searcher.size
+    print(f"serving {safe_spec(cfg.SEARCH.IN)} ({size} tracks) at {url}  (Ctrl-C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
 
@@ -232,6 +235,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror}); choose another SERVE.PORT (0 = any free)") from None
+        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror}); choose another SERVE.PORT "
+                         "(0 = any free)") from None
     sock.listen(128)
     return sock
