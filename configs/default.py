@@ -8,7 +8,7 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 _C.NAME = "default"  # experiment name: results go to <OUTPUT_DIR>/<DATASET.NAME>/<NAME>/
-_C.MODE = "train"  # train | eval | video | predict | search (the --mode flag overrides it)
+_C.MODE = "train"  # train | eval | video | predict | search | serve (the --mode flag overrides it)
 _C.TASK = "par"  # par (attributes) | reid (identities: embedding head, PK batches, retrieval metrics; see REID.*) |
 #                  multitask (both heads on one backbone, REID.TASK_WEIGHT / REID.ATTR_WEIGHT); reid and multitask
 #                  need a dataset with identities and cameras (MARKET1501, DUKEMTMC)
