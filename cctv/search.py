@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from cctv.index import is_index_spec, missing_index
+from cctv.index import is_index_spec, missing_index, precheck_query
 from cctv.search_outputs import contact_sheet, example_embedding, new_result_dir, write_results  # noqa: F401
 from cctv.semantics import joint_probability, term_probability
 from cctv.vocab import QueryError, Vocabulary, parse_query  # noqa: F401 (the query language, re-exported)
@@ -216,6 +216,7 @@ def run_search(cfg: Any, predictor: Any = None) -> dict:
     if is_index_spec(s.IN):
         if missing_index(s.IN):  # before SQLAlchemy and the rest are imported
             raise QueryError(missing_index(s.IN))
+        precheck_query(s.IN, s.QUERY)
         from cctv.index.commands import run_index_search
 
         return run_index_search(cfg, predictor)

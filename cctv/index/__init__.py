@@ -7,6 +7,7 @@ Nothing here imports torch: an attribute query needs no model.
 """
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
@@ -26,3 +27,23 @@ def missing_index(spec: str) -> str | None:
         return None
     return (f"footage index '{s}' does not exist; run --mode video with TEST.INDEX {s} first, or give SEARCH.IN "
             "an existing .sqlite file or postgresql:// URL")
+
+
+def precheck_query(spec: str, text: str) -> None:
+    """An SQLite index's unknown query words as a one-line ``QueryError`` before SQLAlchemy is imported: the
+    vocabularies are read with the standard library (a fixed, read-only statement; nothing from the query)."""
+    import json
+    import sqlite3
+
+    s = str(spec).strip()
+    if not text.strip() or s.lower().startswith(URL_SCHEMES):
+        return
+    try:
+        with closing(sqlite3.connect(Path(s).resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            rows = con.execute("SELECT attr_names, groups FROM models").fetchall()
+    except sqlite3.Error:
+        return  # not (yet) an index: the full open says what is wrong
+    vocabularies = [(json.loads(a), json.loads(g)) for a, g in rows if json.loads(a)]
+    from cctv.index.freetext import check_query
+
+    check_query(text, vocabularies)

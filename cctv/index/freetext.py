@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from tools.inference.names import BINARY_DISPLAY, short_names
 
@@ -154,3 +155,40 @@ def looks_structured(query: str, vocab: Vocabulary) -> bool:
     """True when every comma-separated part is a condition of the query language on ``vocab``."""
     parts = [p for p in str(query).split(",") if p.strip()]
     return bool(parts) and all(_known(vocab, p) for p in parts)
+
+
+@dataclass
+class QueryReading:
+    """How a query was read on one model: conditions as the query language writes them, terms, unknown words."""
+
+    query: str
+    terms: list
+    unknown: list[str]
+
+
+def read_query(text: str, vocab: Vocabulary, strict: bool = False) -> QueryReading:
+    """The query language when every comma-separated part parses, else free text. ``QueryError`` when nothing
+    can be read, or (``strict``, the command line) when a word is unknown."""
+    if looks_structured(text, vocab):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return QueryReading(", ".join(canonical(vocab, p) for p in parts), [vocab.term(p) for p in parts], [])
+    r = read_free_text(text, vocab)
+    if not r.conditions or (strict and r.unknown):
+        words = ", ".join(repr(w) for w in r.unknown) or repr(text)
+        read = f" (read so far: {r.query})" if r.conditions else ""
+        raise QueryError(f"unknown word(s) {words} in the query{read}; use the query language with the names "
+                         f"{vocab.describe()}, or plain words such as 'woman in a red top with a backpack, no hat'")
+    return QueryReading(r.query, [vocab.term(c) for c in r.conditions], r.unknown)
+
+
+def check_query(text: str, vocabularies: list[tuple[Any, Any]]) -> None:
+    """``QueryError`` unless ``text`` reads strictly on one of the (attribute names, groups) vocabularies."""
+    errors = []
+    for names, groups in vocabularies:
+        try:
+            read_query(text, Vocabulary(list(names), list(groups)), strict=True)
+            return
+        except QueryError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]

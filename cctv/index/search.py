@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy import select
 
-from cctv.index.freetext import canonical, looks_structured, read_free_text
+from cctv.index.freetext import QueryReading as Reading, read_query as _reading
 from cctv.index.store import FootageIndex, cameras, models, tracks, videos
 from cctv.index.vectors import VectorIndex
 from cctv.semantics import member_table
@@ -41,15 +41,6 @@ class Request:
     example_model: int | None = None  # the model whose embedding space ``example`` is in (None = any of its size)
     strict: bool = False  # unknown words raise (command line) instead of being returned (web app)
     conditions: str = ""  # extra conditions in the query language (the web app's attribute filters)
-
-
-@dataclass
-class Reading:
-    """How the text was read on one model: conditions as the query language writes them, unknown words."""
-
-    query: str
-    terms: list
-    unknown: list[str]
 
 
 class _Block:
@@ -346,18 +337,3 @@ def _describe(row: dict) -> dict:
             "first_frame": row["first_frame"], "last_frame": row["last_frame"],
             "labels": json.loads(row["labels"] or "[]"), "thumbnail": f"/media/thumb/{tid}",
             "clip": f"/media/video/{vid}" if row["media_file"] else None, "has_embedding": bool(row["has_embedding"])}
-
-
-def _reading(text: str, vocab: Vocabulary, strict: bool) -> Reading:
-    """The query language when every part parses, else free text (``cctv.index.freetext``)."""
-    if looks_structured(text, vocab):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        terms = [vocab.term(p) for p in parts]
-        return Reading(", ".join(canonical(vocab, p) for p in parts), terms, [])
-    r = read_free_text(text, vocab)
-    if not r.conditions or (strict and r.unknown):
-        words = ", ".join(repr(w) for w in r.unknown) or repr(text)
-        read = f" (read so far: {r.query})" if r.conditions else ""
-        raise QueryError(f"unknown word(s) {words} in the query{read}; use the query language with the names "
-                         f"{vocab.describe()}, or plain words such as 'woman in a red top with a backpack, no hat'")
-    return Reading(r.query, [vocab.term(c) for c in r.conditions], r.unknown)
