@@ -1,6 +1,6 @@
 """The single entry point.
 
-    uv run run.py --config-file configs/native.yaml [--mode train|eval|video|predict|search] [KEY VALUE ...]
+    uv run run.py --config-file configs/native.yaml [--mode train|eval|video|predict|search|serve] [KEY VALUE ...]
 
 Trailing KEY VALUE pairs override the YAML (e.g. ``TRAIN.BATCH_SIZE 32``). Under
 ``torchrun --nproc_per_node=N run.py ...`` training runs with DistributedDataParallel.
@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-MODES = ("train", "eval", "video", "predict", "search")
+MODES = ("train", "eval", "video", "predict", "search", "serve")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(None, console=cfg.REDIRECTOR)  # the ranked summary line reaches the console
         run_search(cfg)
+    elif cfg.MODE == "serve":
+        from cctv.web.server import run_server
+
+        run_server(cfg)
     elif cfg.MODE == "video":
         from cctv.app import process_videos
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from yacs.config import CfgNode as CN
 
 from dataset.base import DataError
-from tools.checkpoint import CheckpointError
 from tools.inference import Predictor, experiment_dir, read_rgb
 from tools.inference.onnx import runtime_predictor
 from cctv.detectors import DetectorError, resolve_detector_name
+from cctv.index.ingest import ingestor_from_cfg
 from cctv.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
 log = logging.getLogger("video")
@@ -53,9 +53,16 @@ def process_videos(cfg: CN, predictor: Predictor | None = None) -> list[dict]:
     out_dir = Path(cfg.TEST.OUTPUT_VIDEO_PATH)
     summaries: list[dict] = []
     skipped: list[str] = []
+    index = ingestor_from_cfg(cfg, predictor)  # TEST.INDEX: the footage index ("" = none)
     for video in videos:
+        if index is not None and not index.begin(video):
+            log.info("%s: already in the footage index %s with this checkpoint; skipped", video, cfg.TEST.INDEX)
+            continue
         try:
             summaries.append(process_video(video, predictor, opts, out_dir, detector=shared_det))
+            _playable(summaries[-1])
+            if index is not None:
+                index.finish(video, output_paths(video, out_dir)["json"])
         except (VideoError, DetectorError) as e:
             if single:
                 raise
@@ -83,6 +90,15 @@ def _log_done(summaries: list[dict], skipped: list[str], out_dir: Path) -> None:
              sum(s["frames"] for s in summaries), sum(s["people_tracked"] for s in summaries),
              f"; not complete: {', '.join(unfinished)}" if unfinished else "",
              f"; skipped {len(skipped)}: {', '.join(skipped)}" if skipped else "", out_dir)
+
+
+def _playable(summary: dict) -> None:
+    """The annotated video re-encoded as H.264 (OpenCV's mp4v is not played by browsers; the report links it)."""
+    from cctv.index.media import make_playable
+
+    video = (summary.get("outputs") or {}).get("video")
+    if video and Path(video).is_file() and not make_playable(Path(video)):
+        log.warning("%s stays mp4v (browsers will not play it)", video)
 
 
 def _list_images(folder: Path) -> list[Path]:

@@ -131,6 +131,16 @@ def _filters(fields: list) -> str:
     return "".join(out) + '<button id="clear" type="button">clear filters</button>'
 
 
+def _video_html(data: dict) -> str:
+    """The annotated video beside the report's folder (``--mode video`` writes it as H.264, which browsers play)."""
+    name = Path(str((data.get("outputs") or {}).get("video") or "")).name
+    if not name:
+        return ""
+    src = html.escape("../" + name)
+    return (f'<div class="meta"><video controls muted preload="metadata" src="{src}" width="640"></video><br>'
+            f'<a href="{src}">annotated video</a></div>')
+
+
 def render_report(data: dict, root: Path) -> str:
     """The page for a loaded ``<stem>_tracks.json`` whose thumbnails are relative to ``root``."""
     fields = _filter_fields(data)
@@ -147,7 +157,7 @@ def render_report(data: dict, root: Path) -> str:
             f'<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>'
             f'<div class="meta">{html.escape(meta)}</div>'
             f'<div class="meta"><span id="shown">{len(tracks)}</span> of {len(tracks)} tracks shown</div>'
-            f'<div id="filters">{_filters(fields)}</div><div id="cards">{cards}</div>'
+            f'{_video_html(data)}<div id="filters">{_filters(fields)}</div><div id="cards">{cards}</div>'
             f'<script id="tracks-data" type="application/json">{payload}</script><script>{JS}</script>'
             '</body></html>')
 

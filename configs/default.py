@@ -8,7 +8,7 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 _C.NAME = "default"  # experiment name: results go to <OUTPUT_DIR>/<DATASET.NAME>/<NAME>/
-_C.MODE = "train"  # train | eval | video | predict | search (the --mode flag overrides it)
+_C.MODE = "train"  # train | eval | video | predict | search | serve (the --mode flag overrides it)
 _C.TASK = "par"  # par (attributes) | reid (identities: embedding head, PK batches, retrieval metrics; see REID.*) |
 #                  multitask (both heads on one backbone, REID.TASK_WEIGHT / REID.ATTR_WEIGHT); reid and multitask
 #                  need a dataset with identities and cameras (MARKET1501, DUKEMTMC)
@@ -236,6 +236,17 @@ _C.TEST.ZONES = []  # polygons [{include: [[x, y], ...]}, {exclude: [[x, y], ...
 #                     detection counts by its bottom centre: inside an include zone (if any) and no exclude zone
 _C.TEST.REPORT = True  # video: also write <stem>_report/index.html (tracks with thumbnail, time span, labels)
 _C.TEST.MAX_FRAMES = 0  # stop after N frames (0 = whole video)
+_C.TEST.INDEX = "exp_results/footage.sqlite"  # video: ingest every processed video into this footage index (an
+#                                              SQLite file, or a postgresql:// URL shared by several machines);
+#                                              "" = no index. Media (thumbnails in the index, H.264 videos in
+#                                              <index>.media/ or TEST.INDEX_MEDIA) are the index's own
+_C.TEST.INDEX_MEDIA = ""  # folder of the index's browser-playable videos ("" = <index file>.media; needed for URLs)
+_C.TEST.CAMERA = ""  # video: the camera name stored in the index ("" = the video's parent folder name)
+_C.TEST.START_TIME = ""  # video: wall-clock start of the footage, ISO 8601 ("2026-03-01T08:00:00", UTC unless an
+#                          offset is given); "" = from the file name (TEST.START_PATTERN), else the container's
+#                          creation_time, else the file's modification time (the index records which was used)
+_C.TEST.START_PATTERN = r"(?P<Y>\d{4})-?(?P<m>\d{2})-?(?P<d>\d{2})[T_ -]?(?P<H>\d{2})[:.-]?(?P<M>\d{2})[:.-]?(?P<S>\d{2})"
+#                          regular expression over the file name with groups Y m d H M S (UTC)
 _C.TEST.PREDICT_PATH = ""  # --mode predict: folder of person crops
 _C.TEST.PREDICT_CSV = ""  # --mode predict: output CSV ("" = <experiment>/predictions.csv)
 
@@ -243,12 +254,28 @@ _C.TEST.PREDICT_CSV = ""  # --mode predict: output CSV ("" = <experiment>/predic
 _C.SEARCH = CN()
 _C.SEARCH.QUERY = ""  # --mode search: conditions joined by commas, e.g. "female, upper_colour=red, Backpack, not Hat"
 #                       (attribute names, group=value, not / != ; matched case-insensitively)
-_C.SEARCH.IN = ""  # processed videos (a <stem>_tracks.json, or a folder searched for them) or a folder of person
-#                    crops (then scored by the model); several: comma-separated
+_C.SEARCH.IN = ""  # a footage index (an .sqlite file or a postgresql:// URL, see TEST.INDEX), or processed videos
+#                    (a <stem>_tracks.json, or a folder searched for them) or a folder of person crops (then scored
+#                    by the model); several tracks JSON / crop inputs: comma-separated
 _C.SEARCH.EXAMPLE = ""  # --mode search by example: a person crop; candidates ranked by appearance (cosine of the
 #                         embeddings of a TASK reid / multitask checkpoint), times P(SEARCH.QUERY) when a query is given
 _C.SEARCH.TOP_K = 20  # matches kept in the CSV / JSON and shown on the contact sheet (0 = all; sheet: at most 60)
-_C.SEARCH.OUTPUT = "exp_results/search"  # folder of search.csv, search.json and search_top.png
+_C.SEARCH.OUTPUT = "exp_results/search"  # each query writes search.csv, search.json and search_top.png into a new
+#                                          folder here: SEARCH.NAME, else <UTC time>_<query>; never over the last
+_C.SEARCH.NAME = ""  # the result folder's name under SEARCH.OUTPUT ("" = <UTC time>_<query>; -2, -3 ... if taken)
+_C.SEARCH.CAMERA = ""  # index search: only these cameras (comma-separated names; "" = all)
+_C.SEARCH.AFTER = ""  # index search: tracks ending at or after this wall-clock time (ISO 8601; "" = no bound)
+_C.SEARCH.BEFORE = ""  # index search: tracks starting at or before this time (ISO 8601; "" = no bound)
+_C.SEARCH.MIN_SECONDS = 0.0  # index search: only tracks seen at least this long
+_C.SEARCH.MIN_SCORE = 0.0  # index search: only results scoring at least this (the web app's confidence slider)
+
+# ----------------------------------------------------------------------------- web app on a footage index
+_C.SERVE = CN()
+_C.SERVE.HOST = "127.0.0.1"  # --mode serve: the address to listen on; any other than 127.0.0.1 / localhost / ::1
+#                              needs SERVE.TOKEN
+_C.SERVE.PORT = 8000  # 0 = any free port (the URL printed says which)
+_C.SERVE.TOKEN = ""  # access token checked on every request (header "Authorization: Bearer <t>", or ?token=<t>
+#                      once, which sets a cookie); "" = none (local address only). Env PAR_SERVE_TOKEN also works
 _C.SEARCH.RETRIEVAL_ATTRS = []  # scripts.retrieval_eval: groups / attributes whose combinations are the queries ([] = all)
 _C.SEARCH.RETRIEVAL_PROTOCOL = "upar"  # scripts.retrieval_eval: upar (every attribute one binary term, as UPAR defines
 #                                        its 40: colours are not exclusive) | groups (exclusive groups take one value);

@@ -6,7 +6,7 @@ from yacs.config import CfgNode as CN
 from configs.errors import ConfigError
 
 CHOICES = {
-    "MODE": ("train", "eval", "video", "predict", "search"),
+    "MODE": ("train", "eval", "video", "predict", "search", "serve"),
     "FINETUNE.MODE": ("full", "partial", "head"),
     "TRAIN.AMP": ("auto", "bf16", "fp16", "off"),
     "TRAIN.ON_NONFINITE": ("stop", "skip"),

@@ -30,6 +30,18 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_footage_index_by_default():
+    """Video mode ingests into TEST.INDEX (default exp_results/footage.sqlite) and skips a video already there:
+    tests that process videos with the default config ingest nowhere (the index tests name their own)."""
+    from configs.default import _C
+
+    old = _C.TEST.INDEX
+    _C.TEST.INDEX = ""
+    yield
+    _C.TEST.INDEX = old
+
+
 @pytest.fixture
 def native_data() -> Path:
     root = native_root()

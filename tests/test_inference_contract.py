@@ -246,4 +246,5 @@ def test_retrieval_command_and_search_mode_run_on_the_checkpoint(trained, capsys
     out = trained["tmp"] / "search_out"
     _run("--mode", "search", *trained["opts"], "SEARCH.QUERY", "upper_colour=red", "SEARCH.IN", str(folder),
          "SEARCH.OUTPUT", str(out))
-    assert (out / "search.csv").is_file() and (out / "search.json").is_file()
+    found = sorted(out.glob("*/search.csv"))  # a new folder per query under SEARCH.OUTPUT
+    assert len(found) == 1 and (found[0].parent / "search.json").is_file()

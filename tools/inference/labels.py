@@ -17,16 +17,7 @@ import numpy as np
 
 from dataset.base import AttrGroup, groups_from_cfg
 from tools.evaluation.metrics import predicted_positive
-
-NONE = "none"
-
-# Display strings only: an ungrouped binary attribute whose "off" state also has a name.
-# Any attribute not listed here is shown by its own name when present.
-BINARY_DISPLAY: dict[str, tuple[str, str]] = {
-    "Gender_female": ("female", "male"),
-    "Female": ("female", "male"),
-    "personalMale": ("male", "female"),
-}
+from tools.inference.names import BINARY_DISPLAY, NONE, short_names as _short_names  # noqa: F401 (re-exported)
 
 
 def as_groups(groups: Iterable) -> list[AttrGroup]:
@@ -35,19 +26,6 @@ def as_groups(groups: Iterable) -> list[AttrGroup]:
     if all(isinstance(g, AttrGroup) for g in groups):
         return groups
     return groups_from_cfg([list(g) for g in groups])
-
-
-def _short_names(attrs: Sequence[str]) -> list[str]:
-    """Members without the ``word_`` prefix most of them share, and without decorations:
-    U_black, U_blue, ////U_Others//// -> black, blue, Others."""
-    clean = [a.strip("/ ") or a for a in attrs]
-    heads = [c.split("_", 1)[0] + "_" for c in clean if "_" in c.strip("_")]
-    if len(attrs) < 2 or not heads:
-        return clean
-    head = max(set(heads), key=heads.count)
-    if heads.count(head) * 2 <= len(attrs):  # no prefix shared by a majority: keep the names
-        return clean
-    return [c[len(head):] if c.startswith(head) and len(c) > len(head) else c for c in clean]
 
 
 class LabelDecoder:

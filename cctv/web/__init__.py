@@ -1,0 +1,1 @@
+"""The web app on a footage index (``--mode serve``): ``server`` (FastAPI + uvicorn) and its static page."""
