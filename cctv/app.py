@@ -22,6 +22,7 @@ from cctv.index.ingest import ingestor_from_cfg
 from cctv.pipeline import VideoError, VideoOptions, list_videos, output_paths, process_video
 
 log = logging.getLogger("video")
+plog = logging.getLogger("predict")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -134,7 +135,7 @@ def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
                     batch.append(read_rgb(p))
                     names.append(p.relative_to(folder).as_posix())
                 except DataError as e:
-                    log.warning("skipped %s", e)
+                    plog.warning("skipped %s", e)
                     skipped.append(str(p))
             if not batch:
                 continue
@@ -142,5 +143,5 @@ def predict_folder(cfg: CN, predictor: Predictor | None = None) -> dict:
                 # %.9g round-trips float32: the CSV holds exactly what the model computed
                 rows.writerow([name, "; ".join(decoder.text(decoder.decode(prob))), *(f"{v:.9g}" for v in prob)])
             done += len(batch)
-    log.info("predicted %d image(s) from %s -> %s (%d unreadable skipped)", done, folder, out, len(skipped))
+    plog.info("predicted %d image(s) from %s -> %s (%d unreadable skipped)", done, folder, out, len(skipped))
     return {"csv": str(out), "images": done, "skipped": skipped}

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from configs.errors import UserError
+from configs.preflight import video_source_problem
 from tools.inference.labels import LabelDecoder
 from cctv.detections import Detections
 from cctv.detectors import Detector, build_detector
@@ -228,17 +229,14 @@ def list_videos(path: str | Path, name: str = "") -> list[Path | StreamSource]:
     """A video file, a stream URL / camera index, or the videos in a folder (only ``name`` when given), sorted."""
     if isinstance(as_source(path), StreamSource):
         return [as_source(path)]
+    problem = video_source_problem(str(path), name)
+    if problem:
+        raise VideoError(problem)
     p = Path(path)
-    if not str(path) or not p.exists():
-        raise VideoError(f"video path '{path}' does not exist; "
-                         "set TEST.VIDEO_PATH to a video file or a folder of videos")
     if p.is_file():
         return [p]
     if name:
-        f = p / name
-        if not f.is_file():
-            raise VideoError(f"TEST.VIDEO_NAME: '{name}' not found in {p}")
-        return [f]
+        return [p / name]
     vids = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
     if not vids:
         raise VideoError(f"no videos ({', '.join(VIDEO_EXTS)}) in folder {p}; check TEST.VIDEO_PATH")
@@ -253,7 +251,7 @@ def open_video(path: Path | StreamSource) -> tuple[cv2.VideoCapture, np.ndarray,
     if not path.exists():
         raise VideoError(f"video not found: {path}; set TEST.VIDEO_PATH to an existing file")
     if not path.is_file():
-        raise VideoError(f"{path} is not a file; process_video takes one video (a folder goes through test_video.main)")
+        raise VideoError(f"{path} is not a file; process_video takes one video (a folder goes through cctv.app.process_videos)")
     if path.stat().st_size == 0:
         raise VideoError(f"{path} is an empty file (0 bytes), not a video")
     cap = cv2.VideoCapture(str(path))

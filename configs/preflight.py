@@ -37,18 +37,25 @@ def is_stream(source: str) -> bool:
     return "://" in source or source.lower().startswith("file:") or (source.isdigit() and not Path(source).exists())
 
 
+def video_source_problem(path: str, name: str = "") -> str | None:
+    """What is wrong with TEST.VIDEO_PATH / TEST.VIDEO_NAME as one line, or None (streams are not checked).
+    Shared by the pre-flight check and ``cctv.pipeline.list_videos``."""
+    if path and is_stream(path):
+        return None
+    p = Path(path)
+    if not path or not p.exists():
+        return f"video path '{path}' does not exist; set TEST.VIDEO_PATH to a video file or a folder of videos"
+    if name and p.is_dir() and not (p / name).is_file():
+        return f"TEST.VIDEO_NAME: '{name}' not found in {p}"
+    return None
+
+
 @check("video")
 def video_source(cfg: Any) -> None:
     """TEST.VIDEO_PATH exists (a file or a folder), and TEST.VIDEO_NAME is in that folder when given."""
-    path, name = str(cfg.TEST.VIDEO_PATH), str(cfg.TEST.VIDEO_NAME)
-    if path and is_stream(path):
-        return
-    p = Path(path)
-    if not path or not p.exists():
-        raise ConfigError(f"video path '{path}' does not exist; set TEST.VIDEO_PATH to a video file or a folder of "
-                          "videos")
-    if name and p.is_dir() and not (p / name).is_file():
-        raise ConfigError(f"TEST.VIDEO_NAME: '{name}' not found in {p}")
+    problem = video_source_problem(str(cfg.TEST.VIDEO_PATH), str(cfg.TEST.VIDEO_NAME))
+    if problem:
+        raise ConfigError(problem)
 
 
 @check("predict")
