@@ -140,7 +140,7 @@ _C.STAGE2.POS_PROB = 0.5  # FRDL: probability that a re-sampled slot is positive
 _C.STAGE2.NUMBER = 3  # FRDL: first epoch (0-based) whose new heads train on bank features; earlier epochs use the
 #                       batch's own features and labels (the original re-samples from epoch NUMBER + 1)
 _C.STAGE2.RESET_EVERY = 50  # GOAT: reset the extractor to the stage-1 weights (and its optimiser state) every K steps
-#                             (50 = the original code's period; the README's GOAT figures before #23 used 20)
+#                             (50 = the original code's period; the GOAT figures in exp_results/README.md used 20)
 _C.STAGE2.EXTRACTOR_LR = 1e-5  # GOAT: learning rate of the extractor on the flooding loss (constant)
 
 # ----------------------------------------------------------------------------- loss
