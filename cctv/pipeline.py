@@ -87,6 +87,7 @@ class VideoOptions:
     track_lost_seconds: float = 2.0
     track_gap_seconds: float = 1.0  # TEST.TRACK_GAP_SECONDS: gaps of reported tracks filled in the MOT file
     min_track_frames: int = 5  # TEST.MIN_TRACK_FRAMES: a track is drawn and reported from its N-th frame on
+    track_appearance: bool = False  # TEST.TRACK_APPEARANCE: colour re-link and swap repair (cctv.appearance)
     static_filter: bool = True  # TEST.STATIC_FILTER: never-moving, not person-shaped tracks are not reported
     zones: list = field(default_factory=list)  # TEST.ZONES: include / exclude polygons
     report: bool = True  # TEST.REPORT: <stem>_report/index.html
@@ -111,7 +112,7 @@ class VideoOptions:
     def _new_keys(t: Any) -> dict:
         return {"ssd_scales": tuple(t.SSD_SCALES), "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
                 "track_gap_seconds": t.TRACK_GAP_SECONDS, "min_track_frames": t.MIN_TRACK_FRAMES,
-                "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES)}
+                "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES), "track_appearance": t.TRACK_APPEARANCE}
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
@@ -356,7 +357,8 @@ class _VideoRun:
             log.info("%s: detecting every %d frames (TEST.DETECT_EVERY), tracks held in between", video, self.every)
         # the tracker sees only the detected frames: its frame rate is theirs
         self.tracker = ByteTracker(self.meta["fps"] / self.every, opts.track_high,
-                                   lost_seconds=opts.track_lost_seconds, match_thresh=opts.track_match)
+                                   lost_seconds=opts.track_lost_seconds, match_thresh=opts.track_match,
+                                   appearance=opts.track_appearance)
         self.zones = ZoneFilter(opts.zones, self.meta["width"], self.meta["height"])
         self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
@@ -397,7 +399,7 @@ class _VideoRun:
             if self.zones:
                 keep = self.zones.keep(dets.xyxy)
                 dets = Detections(dets.xyxy[keep], dets.scores[keep])
-            self.tracked = self.tracker.update(dets)
+            self.tracked = self.tracker.update(dets, frame)
         tracked = self.tracked
         t2 = time.perf_counter()
         boxes = [_clip(b, self.meta["width"], self.meta["height"]) for b in tracked.xyxy]

@@ -227,6 +227,9 @@ _C.TEST.TRACK_MATCH_THRESH = 0.95  # ByteTrack's match_thresh: a detection may c
 #                                   1 - IoU x score <= this (0.8 in ByteTrack at 30 fps; looser here because the
 #                                   tracker sees every DETECT_EVERY-th frame of 10-25 fps CCTV)
 _C.TEST.TRACK_LOST_SECONDS = 2.0  # a lost track is kept this long for its person to reappear before its id retires
+_C.TEST.TRACK_APPEARANCE = False  # ids kept by colour (HSV histograms of the box's halves): a new track takes a
+#                                  recently lost id nearby that looks the same; two tracks that crossed swap ids
+#                                  back when each looks like the other's (cctv/appearance.py)
 _C.TEST.TRACK_HIGH_SCORE = 0.3  # ByteTrack's high-score threshold (any detector): boxes above it start (from +0.1)
 #                                and continue tracks, boxes between 0.1 and it only continue existing ones
 _C.TEST.TRACK_GAP_SECONDS = 1.0  # <stem>_mot.txt: a reported track's gaps up to this long filled by interpolation

@@ -25,7 +25,7 @@ from cctv.mot import read_mot, score_detections, score_tracks
 
 SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "DETECT_EVERY", "DETECT_HZ",
             "YOLO_CONF", "TRACK_HIGH_SCORE", "TRACK_MATCH_THRESH", "TRACK_LOST_SECONDS", "TRACK_GAP_SECONDS",
-            "MIN_TRACK_FRAMES",
+            "TRACK_APPEARANCE", "MIN_TRACK_FRAMES",
             "STATIC_FILTER", "ZONES", "CHECK_PER_FRAME", "PAR_RUNTIME")
 
 
