@@ -103,12 +103,14 @@ def person_shape_score(frame: np.ndarray, box: Sequence[float]) -> float:
     x1, y1, x2, y2 = (float(v) for v in box)
     win_h = max(y2 - y1, 8.0) / (1 - 2 * HOG_MARGIN[1])
     win_w, cx = win_h / 2, (x1 + x2) / 2
-    pad = int(win_h)
-    big = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    top, left = int(y1 - HOG_MARGIN[1] * win_h) + pad, int(cx - win_w / 2) + pad
-    crop = big[max(0, top):top + int(win_h), max(0, left):left + int(win_w)]
-    if crop.size == 0:
+    top, left = int(y1 - HOG_MARGIN[1] * win_h), int(cx - win_w / 2)
+    bottom, right = top + int(win_h), left + int(win_w)
+    fh, fw = frame.shape[:2]
+    if bottom <= 0 or right <= 0 or top >= fh or left >= fw or bottom <= top or right <= left:
         return float("-inf")
+    # the window only, edges replicated where it leaves the frame (no copy of the whole frame)
+    crop = cv2.copyMakeBorder(frame[max(0, top):min(fh, bottom), max(0, left):min(fw, right)],
+                              max(0, -top), max(0, bottom - fh), max(0, -left), max(0, right - fw), cv2.BORDER_REPLICATE)
     crop = cv2.copyMakeBorder(cv2.resize(crop, HOG_WINDOW), 8, 8, 8, 8, cv2.BORDER_REPLICATE)
     _, weights = _HOG[0].detect(crop, hitThreshold=-100.0, winStride=(8, 8), padding=(0, 0))
     return float(np.max(weights)) if len(weights) else float("-inf")

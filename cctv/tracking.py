@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv
 
+from cctv.appearance import AppearanceLinker
 from cctv.detectors import Detections
 
 
@@ -27,10 +28,13 @@ class ByteTracker:
     ``conf`` is ByteTrack's high-score threshold: boxes above it start and continue tracks (a new
     track needs conf + 0.1), boxes between 0.1 and ``conf`` only continue existing ones. A detection
     continues a track while 1 - IoU x score <= ``match_thresh`` (IoU with the track's Kalman-predicted
-    box). A lost track is kept for ``lost_seconds`` before its id is retired.
+    box). A lost track is kept for ``lost_seconds`` before its id is retired. ``appearance``: ids also kept
+    through crossings and re-found people by colour (``cctv.appearance.AppearanceLinker``; needs the frame).
     """
 
-    def __init__(self, fps: float, conf: float, *, lost_seconds: float, match_thresh: float):
+    def __init__(self, fps: float, conf: float, *, lost_seconds: float, match_thresh: float,
+                 appearance: bool = False):
+        self.linker = AppearanceLinker(fps or 30, int(round((fps or 30) * lost_seconds))) if appearance else None
         fps = max(1, int(round(fps or 30)))
         # supervision scales the buffer by frame_rate / 30, so pass the buffer in 30 fps frames
         self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
@@ -40,12 +44,14 @@ class ByteTracker:
     def empty() -> TrackedBoxes:
         return TrackedBoxes(np.zeros(0, int), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
 
-    def update(self, det: Detections) -> TrackedBoxes:
+    def update(self, det: Detections, frame: np.ndarray | None = None) -> TrackedBoxes:
         d = sv.Detections(xyxy=np.asarray(det.xyxy, np.float32).reshape(-1, 4),
                           confidence=np.asarray(det.scores, np.float32).reshape(-1),
                           class_id=np.zeros(len(det), dtype=int))
         out = self.tracker.update_with_detections(d)
         if len(out) == 0:
             return self.empty()
-        return TrackedBoxes(np.asarray(out.tracker_id, int), np.asarray(out.xyxy, np.float32),
-                            np.asarray(out.confidence, np.float32))
+        ids, xyxy = np.asarray(out.tracker_id, int), np.asarray(out.xyxy, np.float32)
+        if self.linker is not None and frame is not None:
+            ids = self.linker.update(ids, xyxy, frame)
+        return TrackedBoxes(ids, xyxy, np.asarray(out.confidence, np.float32))

@@ -200,11 +200,13 @@ _C.TEST.DETECTOR = "auto"  # auto (yolo if YOLO_MODEL else ssdlite) | ssdlite (o
 _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,score)
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
 _C.TEST.YOLO_CONF = 0.4  # yolo: detector score threshold (boxes down to min(0.1, it) are kept for ByteTrack)
-_C.TEST.CHECK_PER_FRAME = 1  # run the PAR model every N detected frames
+_C.TEST.CHECK_PER_FRAME = 3  # run the PAR model every N detected frames (3: a track's labels about twice a second
+#                             at DETECT_HZ 6; the PAR model costs about as much per frame as the detector)
 _C.TEST.DETECT_EVERY = 0  # run the detector (then tracker and PAR) every N frames, the tracks held in between (1 =
 #                          every frame; 0 = from the clip's fps: N = round(fps / DETECT_HZ), at least 1)
-_C.TEST.DETECT_HZ = 10.0  # with DETECT_EVERY 0: detections per second of video aimed at (25 fps -> every 2nd
-#                          frame, 10 fps or less -> every frame), so slow clips are not tracked at 3 Hz
+_C.TEST.DETECT_HZ = 6.0  # with DETECT_EVERY 0: detections per second of video aimed at (25 fps -> every 4th
+#                          frame, 10 fps -> every 2nd, 6 fps or less -> every frame); 6 keeps 2 cores at >= 20 fps
+#                          at 768x576 and >= 10 fps at 1080p (cctv/README.md, "Speed")
 _C.TEST.OVERLAP = True  # video: decode and detect the next frames in a worker thread while PAR runs on this one
 _C.TEST.PAR_RUNTIME = "auto"  # video PAR: auto (onnx on a CPU when onnxruntime is installed) | onnx | torch
 _C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities
@@ -215,9 +217,10 @@ _C.TEST.MIN_BOX_WIDTH = 16
 _C.TEST.HOG_SCALE = 1.05  # HOG detector pyramid scale
 _C.TEST.SSD_SCORE = 0.1  # ssdlite: person boxes scoring below this are dropped (ByteTrack: those under
 #                          TEST.TRACK_HIGH_SCORE only continue existing tracks, so low ones are kept)
-_C.TEST.SSD_SCALES = [480]  # ssdlite: network input sizes, one pass each, merged by NMS: 300 = TensorFlow's
+_C.TEST.SSD_SCALES = [384]  # ssdlite: network input sizes, one pass each, merged by NMS: 300 = TensorFlow's
 #                             300x300 squash (as trained); N = the frame at N px along its longer side, aspect
-#                             kept, anchors at their trained pixel sizes (finds people 64-128 px tall)
+#                             kept, anchors at their trained pixel sizes (finds people 64-128 px tall); 480 finds
+#                             more small people at 1.45x the cost
 _C.TEST.SSD_NMS = 0.45  # ssdlite: of two person boxes overlapping by more IoU than this, the lower-scored goes
 _C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overlapping, about square tiles, for
 #                        small people in high-resolution frames (1 + N * round(N * W / H) network runs per frame;
@@ -227,6 +230,9 @@ _C.TEST.TRACK_MATCH_THRESH = 0.95  # ByteTrack's match_thresh: a detection may c
 #                                   1 - IoU x score <= this (0.8 in ByteTrack at 30 fps; looser here because the
 #                                   tracker sees every DETECT_EVERY-th frame of 10-25 fps CCTV)
 _C.TEST.TRACK_LOST_SECONDS = 2.0  # a lost track is kept this long for its person to reappear before its id retires
+_C.TEST.TRACK_APPEARANCE = False  # ids kept by colour (HSV histograms of the box's halves): a new track takes a
+#                                  recently lost id nearby that looks the same; two tracks that crossed swap ids
+#                                  back when each looks like the other's (cctv/appearance.py)
 _C.TEST.TRACK_HIGH_SCORE = 0.3  # ByteTrack's high-score threshold (any detector): boxes above it start (from +0.1)
 #                                and continue tracks, boxes between 0.1 and it only continue existing ones
 _C.TEST.TRACK_GAP_SECONDS = 1.0  # <stem>_mot.txt: a reported track's gaps up to this long filled by interpolation

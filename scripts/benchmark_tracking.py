@@ -25,7 +25,7 @@ from cctv.mot import read_mot, score_detections, score_tracks
 
 SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "DETECT_EVERY", "DETECT_HZ",
             "YOLO_CONF", "TRACK_HIGH_SCORE", "TRACK_MATCH_THRESH", "TRACK_LOST_SECONDS", "TRACK_GAP_SECONDS",
-            "MIN_TRACK_FRAMES",
+            "TRACK_APPEARANCE", "MIN_TRACK_FRAMES",
             "STATIC_FILTER", "ZONES", "CHECK_PER_FRAME", "PAR_RUNTIME")
 
 
@@ -95,12 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"video": args.video, "gt": args.gt, "settings": {k: cfg.TEST[k] for k in SETTINGS if k in cfg.TEST},
               "load_before": load_before, "load_after": _load(), "seconds": round(time.perf_counter() - t0, 1),
               "frames": summary["frames"], "status": summary["status"], "people_tracked": summary["people_tracked"],
-              "fps": summary["fps"], "fps_after_warmup": summary["fps_after_warmup"]}
+              "fps": summary["fps"], "fps_after_warmup": summary["fps_after_warmup"],
+              "cpu_ms_per_frame": summary.get("cpu_ms_per_frame")}
     print(f"{args.video}: {summary['frames']} frames [{summary['status']}], {summary['people_tracked']} tracks "
           f"reported; load average {load_before} -> {result['load_after']} (1, 5, 15 min)")
     print("settings: " + ", ".join(f"TEST.{k} {v}" for k, v in result["settings"].items()))
     f = summary["fps_after_warmup"] or summary["fps"]
-    print("fps after warm-up: " + " | ".join(f"{k} {_fmt(v)}" for k, v in f.items()))
+    print("fps after warm-up: " + " | ".join(f"{k} {_fmt(v)}" for k, v in f.items())
+          + f" | CPU ms per frame (all threads) {_fmt(result['cpu_ms_per_frame'])}")
     if gt is not None:
         hyp = read_mot(summary["outputs"]["mot"])
         result["detector"] = score_detections(gt, det.boxes)

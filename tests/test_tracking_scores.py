@@ -215,6 +215,10 @@ def test_detection_rate_follows_the_clip_fps(tmp_path):
             return self.inner(frame, index)
 
     process_video(video, FakePredictor(), VideoOptions(progress=False), tmp_path / "a", detector=Counting())
+    assert calls == list(range(1, 13, 2))  # DETECT_HZ 6 on a 10 fps clip: every 2nd frame
+    calls.clear()
+    process_video(video, FakePredictor(), VideoOptions(detect_hz=10.0, progress=False), tmp_path / "d",
+                  detector=Counting())
     assert calls == list(range(1, 13))  # DETECT_HZ 10 on a 10 fps clip: every frame, not every 2nd
     calls.clear()
     process_video(video, FakePredictor(), VideoOptions(detect_hz=3.0, progress=False), tmp_path / "b",

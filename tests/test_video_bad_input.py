@@ -185,6 +185,7 @@ def test_ctrl_c_keeps_json_and_csv(tmp_path, clip, caplog):
 
     # through main: the interrupted video's summary comes back, no traceback
     cfg = _cfg(tmp_path, str(video), det, "unused")
+    cfg.TEST.CHECK_PER_FRAME = 1  # PAR on every frame: the predictor interrupts on its 5th call
     with caplog.at_level(logging.WARNING):
         summaries = load_script().process_videos(cfg, predictor=_InterruptingPredictor())
     assert "interrupted by the user" in caplog.text
