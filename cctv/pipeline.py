@@ -69,7 +69,8 @@ class VideoOptions:
     hog_scale: float = 1.05
     check_per_frame: int = 1  # TEST.CHECK_PER_FRAME (the shipped config: 3)
     detect_every: int = 0  # TEST.DETECT_EVERY: run the detector on every N-th frame, hold the tracks in between
-    detect_hz: float = 6.0  # TEST.DETECT_HZ: with DETECT_EVERY 0, N = round(video fps / this), at least 1
+    detect_hz: float = 8.0  # TEST.DETECT_HZ: with DETECT_EVERY 0, N = round(video fps / this), at least ...
+    detect_every_min: int = 1  # TEST.DETECT_EVERY_MIN: ... this (the shipped config: 2, the 2-core CPU budget)
     smoothing: str = "ema"
     ema_alpha: float = 0.3
     window: int = 15
@@ -112,12 +113,16 @@ class VideoOptions:
     @staticmethod
     def _new_keys(t: Any) -> dict:
         return {"ssd_scales": tuple(t.SSD_SCALES), "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
+                "detect_every_min": t.DETECT_EVERY_MIN,
                 "track_gap_seconds": t.TRACK_GAP_SECONDS, "min_track_frames": t.MIN_TRACK_FRAMES,
                 "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES), "track_appearance": t.TRACK_APPEARANCE}
 
     def validate(self) -> None:
         if self.check_per_frame < 1:
             raise ValueError(f"TEST.CHECK_PER_FRAME must be >= 1, got {self.check_per_frame}")
+        if self.detect_every_min < 1:
+            raise ValueError(f"TEST.DETECT_EVERY_MIN must be >= 1 (1 = a slow clip may be detected on every frame), "
+                             f"got {self.detect_every_min}")
         if self.detect_every < 0 or (self.detect_every == 0 and self.detect_hz <= 0):
             raise ValueError(f"TEST.DETECT_EVERY must be >= 1 (1 = every frame) or 0 (from TEST.DETECT_HZ > 0), "
                              f"got {self.detect_every} and {self.detect_hz}")
@@ -224,6 +229,12 @@ def as_source(path: str | Path) -> Path | StreamSource:
     if (s.isdigit() and not Path(s).exists()) or s.lower().startswith(STREAM_SCHEMES):
         return StreamSource(s)
     return Path(path)
+
+
+def detection_interval(fps: float, hz: float, at_least: int = 1) -> int:
+    """Detect every N-th frame: N = round(fps / hz), never under ``at_least`` (TEST.DETECT_EVERY_MIN caps the
+    detector's cost per frame: on 2 cores SSDLite on every frame of a 768x576 clip does not keep 20 fps)."""
+    return max(at_least, 1, round(fps / hz))
 
 
 def list_videos(path: str | Path, name: str = "") -> list[Path | StreamSource]:
@@ -350,7 +361,7 @@ class _VideoRun:
                                                                            opts.threshold)
         # precomputed boxes (the file detector) cost nothing to read: every frame uses them
         self.every = 1 if getattr(self.detector, "name", "") == "file" else (
-            opts.detect_every or max(1, round(self.meta["fps"] / opts.detect_hz)))
+            opts.detect_every or detection_interval(self.meta["fps"], opts.detect_hz, opts.detect_every_min))
         if self.every > 1:
             log.info("%s: detecting every %d frames (TEST.DETECT_EVERY), tracks held in between", video, self.every)
         # the tracker sees only the detected frames: its frame rate is theirs

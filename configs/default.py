@@ -201,12 +201,14 @@ _C.TEST.DET_FILE = ""  # detector=file: MOT-style text file (frame,id,x,y,w,h,sc
 _C.TEST.YOLO_MODEL = ""  # local YOLO weights (.pt); nothing is downloaded
 _C.TEST.YOLO_CONF = 0.4  # yolo: detector score threshold (boxes down to min(0.1, it) are kept for ByteTrack)
 _C.TEST.CHECK_PER_FRAME = 3  # run the PAR model every N detected frames (3: a track's labels about twice a second
-#                             at DETECT_HZ 6; the PAR model costs about as much per frame as the detector)
+#                             at DETECT_HZ 8; the PAR model costs about as much per frame as the detector)
 _C.TEST.DETECT_EVERY = 0  # run the detector (then tracker and PAR) every N frames, the tracks held in between (1 =
 #                          every frame; 0 = from the clip's fps: N = round(fps / DETECT_HZ), at least 1)
-_C.TEST.DETECT_HZ = 6.0  # with DETECT_EVERY 0: detections per second of video aimed at (25 fps -> every 4th
-#                          frame, 10 fps -> every 2nd, 6 fps or less -> every frame); 6 keeps 2 cores at >= 20 fps
-#                          at 768x576 and >= 10 fps at 1080p (cctv/README.md, "Speed")
+_C.TEST.DETECT_HZ = 8.0  # with DETECT_EVERY 0: detections per second of video aimed at (25 fps -> every 3rd
+#                          frame), never more often than every DETECT_EVERY_MIN-th frame
+_C.TEST.DETECT_EVERY_MIN = 2  # with DETECT_EVERY 0: detect at most every N-th frame (2: a 7-10 fps clip every 2nd
+#                               frame; with DETECT_HZ 8 this keeps 2 cores at >= 20 fps at 768x576 and >= 10 fps at
+#                               1080p: cctv/README.md, "Speed"); 1 lets slow clips be detected on every frame
 _C.TEST.OVERLAP = True  # video: decode and detect the next frames in a worker thread while PAR runs on this one
 _C.TEST.PAR_RUNTIME = "auto"  # video PAR: auto (onnx on a CPU when onnxruntime is installed) | onnx | torch
 _C.TEST.SMOOTHING = "ema"  # ema | window: per-track averaging of probabilities

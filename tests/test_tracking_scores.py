@@ -214,8 +214,9 @@ def test_detection_rate_follows_the_clip_fps(tmp_path):
             calls.append(index)
             return self.inner(frame, index)
 
-    process_video(video, FakePredictor(), VideoOptions(progress=False), tmp_path / "a", detector=Counting())
-    assert calls == list(range(1, 13, 2))  # DETECT_HZ 6 on a 10 fps clip: every 2nd frame
+    process_video(video, FakePredictor(), VideoOptions(detect_every_min=2, progress=False), tmp_path / "a",
+                  detector=Counting())
+    assert calls == list(range(1, 13, 2))  # DETECT_HZ 8 on a 10 fps clip, at most every 2nd frame: every 2nd
     calls.clear()
     process_video(video, FakePredictor(), VideoOptions(detect_hz=10.0, progress=False), tmp_path / "d",
                   detector=Counting())
@@ -228,3 +229,12 @@ def test_detection_rate_follows_the_clip_fps(tmp_path):
     process_video(video, FakePredictor(), VideoOptions(detect_every=2, progress=False), tmp_path / "c",
                   detector=Counting())
     assert calls == [1, 3, 5, 7, 9, 11]  # an explicit DETECT_EVERY wins
+
+
+def test_detection_interval_follows_the_fps_within_the_cost_cap():
+    from cctv.pipeline import detection_interval
+
+    # the shipped DETECT_HZ 8 / DETECT_EVERY_MIN 2: TUD's 25 fps every 3rd frame, 7-10 fps clips every 2nd
+    assert [detection_interval(fps, 8.0, 2) for fps in (25.0, 10.0, 7.0, 30.0)] == [3, 2, 2, 4]
+    assert [detection_interval(fps, 8.0, 1) for fps in (10.0, 6.0)] == [1, 1]  # no cap: slow clips every frame
+    assert detection_interval(25.0, 6.0) == 4 and detection_interval(10.0, 3.0) == 3
