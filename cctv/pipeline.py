@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from configs.errors import UserError
-from configs.preflight import video_source_problem
+from configs.preflight import is_stream, video_source_problem
 from tools.inference.labels import LabelDecoder
 from cctv.detections import Detections
 from cctv.detectors import Detector, build_detector
@@ -40,7 +40,6 @@ from cctv.tracking import ByteTracker
 
 log = logging.getLogger(__name__)
 
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "file:")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts", ".flv")
 CSV_FIXED = ["frame", "track_id", "x1", "y1", "x2", "y2", "det_score", "classified", "labels"]
 DEFAULT_FPS = 25.0  # when the container does not say
@@ -226,7 +225,7 @@ class StreamSource(str):
 def as_source(path: str | Path) -> Path | StreamSource:
     """A stream URL or camera index as a ``StreamSource``, anything else as a ``Path``."""
     s = str(path)
-    if (s.isdigit() and not Path(s).exists()) or s.lower().startswith(STREAM_SCHEMES):
+    if is_stream(s):
         return StreamSource(s)
     return Path(path)
 
@@ -489,9 +488,13 @@ class _VideoRun:
                 and not (self.opts.static_filter and r.is_static_object())]
 
     def end_status(self) -> str:
-        """``incomplete`` when a file ends (OpenCV stops decoding) more than one frame before its stated frame
-        count and TEST.MAX_FRAMES did not stop it; else ``complete``."""
+        """``truncated`` when TEST.MAX_FRAMES stopped a file before its end (the footage index keeps such a run
+        incomplete, so a full run replaces it); ``incomplete`` when a file ends (OpenCV stops decoding) more than
+        one frame before its stated frame count; else ``complete``."""
         expected, n = self.meta["frame_count"], self.n_frames
+        if self.opts.max_frames and n >= self.opts.max_frames and not isinstance(self.video, StreamSource) \
+                and expected and n + 1 < expected:
+            return "truncated"
         if isinstance(self.video, StreamSource) or not expected or (self.opts.max_frames and n >= self.opts.max_frames):
             return "complete"
         if n + 1 < expected:

@@ -4,7 +4,7 @@ confidences shown beside them (search over tracks JSON / crops, the footage inde
 For (A,) attribute probabilities ``p`` of one model, with its per-attribute thresholds ``t`` and its
 decoding (``group_argmax``, as ``tools.inference.labels.LabelDecoder`` decodes):
 
-* an attribute: ``p`` (negated ``1 - p``); shown when ``p >= t``;
+* an attribute: ``p`` (negated ``1 - p``); shown when ``p > t`` (``predicted_positive``, the rule of the metrics);
 * a member ``m`` of an ``exclusive`` group decoded by arg-max: ``p_m / sum(p_group)`` (the group takes
   exactly one value; the label is the arg-max, i.e. the member with the highest such probability);
 * a member ``m`` of any other group (``optional``, or ``exclusive`` decoded by threshold): ``p_m`` times
@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tools.evaluation.metrics import predicted_positive
 from tools.evaluation.retrieval import Term
 from tools.inference.names import BINARY_DISPLAY, NONE, short_names
 
@@ -88,7 +89,7 @@ def _group_label(p: np.ndarray, g: Group, names: list[str], t: np.ndarray, group
     idx = g.indices(names)
     best = int(np.argmax(p[idx]))
     exclusive = g.kind == "exclusive"
-    on = (exclusive and group_argmax) or p[idx[best]] >= t[idx[best]]
+    on = (exclusive and group_argmax) or bool(predicted_positive(p[idx[best]], t[idx[best]]))
     if on:
         term = Term("member", idx[best], tuple(idx), exclusive)
         conf = float(term_probability(p, term, group_argmax)[0])
@@ -111,10 +112,10 @@ def labels_with_confidence(probs: np.ndarray, attr_names: Sequence[str], groups:
         if a in grouped:
             continue
         if a in BINARY_DISPLAY:
-            on = bool(p[i] >= t[i])
+            on = bool(predicted_positive(p[i], t[i]))
             out.append({"key": a, "value": BINARY_DISPLAY[a][0 if on else 1], "text": BINARY_DISPLAY[a][0 if on else 1],
                         "p": round(float(p[i] if on else 1 - p[i]), 4)})
-        elif p[i] >= t[i]:
+        elif predicted_positive(p[i], t[i]):
             present.append({"key": a, "value": "yes", "text": a, "p": round(float(p[i]), 4)})
     for g in as_group_list(groups):
         lab = _group_label(p, g, names, t, group_argmax)

@@ -32,9 +32,12 @@ def preflight(cfg: Any) -> None:
         fn(cfg)
 
 
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "file:")
+
+
 def is_stream(source: str) -> bool:
-    """A stream URL (``rtsp://...``, ``file:...``) or a camera index: nothing on disk to check."""
-    return "://" in source or source.lower().startswith("file:") or (source.isdigit() and not Path(source).exists())
+    """A stream URL (``rtsp://...``, ``file:...``: STREAM_SCHEMES) or a camera index: nothing on disk to check."""
+    return source.lower().startswith(STREAM_SCHEMES) or (source.isdigit() and not Path(source).exists())
 
 
 def video_source_problem(path: str, name: str = "") -> str | None:

@@ -28,7 +28,6 @@ from configs.errors import UserError
 if TYPE_CHECKING:  # imported lazily: the command's --help stays fast
     from tools.inference.contract import InferenceContract
 
-PRIOR_EPS = 1e-4  # losses.common's clip of the priors
 
 
 class TableError(UserError):
@@ -43,23 +42,22 @@ def _load(run: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return z["probs"].astype(np.float64), z["labels"], [str(a) for a in z["attr_names"]]
 
 
-def _log_odds(priors: Sequence[float]) -> np.ndarray:
-    p = np.clip(np.asarray(priors, np.float64), PRIOR_EPS, 1 - PRIOR_EPS)
-    return np.log(p) - np.log1p(-p)
-
-
 def raw_probs(probs: np.ndarray, contract: InferenceContract) -> np.ndarray:
     """The probabilities before the contract's post-hoc adjustment (tau 0)."""
     if not contract.posthoc:
         return probs
     z = np.log(np.clip(probs, 1e-12, 1)) - np.log(np.clip(1 - probs, 1e-12, 1))
-    return 1 / (1 + np.exp(-(z + contract.la_tau * _log_odds(contract.priors))))
+    from tools.evaluation.decision import log_odds
+
+    return 1 / (1 + np.exp(-(z + contract.la_tau * log_odds(contract.priors))))
 
 
 def adjusted(probs: np.ndarray, priors: Sequence[float], tau: float) -> np.ndarray:
     """Post-hoc logit adjustment ``z - tau log(pi / (1 - pi))`` of raw probabilities."""
     z = np.log(np.clip(probs, 1e-12, 1)) - np.log(np.clip(1 - probs, 1e-12, 1))
-    return 1 / (1 + np.exp(-(z - tau * _log_odds(priors))))
+    from tools.evaluation.decision import log_odds
+
+    return 1 / (1 + np.exp(-(z - tau * log_odds(priors))))
 
 
 def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contract: InferenceContract) -> dict:
@@ -74,7 +72,7 @@ def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contra
 
 def rules(contract: InferenceContract, val: np.ndarray, val_labels: np.ndarray) -> list[tuple[str, str, np.ndarray | None]]:
     """(name, probability kind, thresholds or None = fit) of each rule."""
-    from tools.evaluation.decision import fit_tau, fit_thresholds
+    from tools.evaluation.decision import fit_tau, fit_thresholds, log_odds
     from tools.evaluation.metrics import decode_exclusive
 
     a = len(contract.attr_names)
@@ -90,7 +88,7 @@ def rules(contract: InferenceContract, val: np.ndarray, val_labels: np.ndarray) 
     def fit_tau_rule(objective: str) -> tuple[str, str, np.ndarray]:
         t = np.full(a, 0.5)
         decided = decode_exclusive(val, idx) if idx else val
-        tau, t[cols] = fit_tau(decided[:, cols], val_labels[:, cols], _log_odds(contract.priors)[cols], objective)
+        tau, t[cols] = fit_tau(decided[:, cols], val_labels[:, cols], log_odds(contract.priors)[cols], objective)
         return f"tau fitted on val for {objective} (tau {tau:.1f})", "raw", t
 
     half = np.full(a, 0.5)

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -137,3 +138,14 @@ def test_a_non_local_bind_needs_a_token():
                           "SEARCH.IN", "x.sqlite", "SERVE.HOST", "0.0.0.0"], cwd=REPO, capture_output=True, text=True,
                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "set SERVE.TOKEN" in res.stderr
+
+
+def test_an_open_local_server_answers_only_requests_addressed_to_this_machine(server):
+    # DNS rebinding: a web page whose domain now resolves to 127.0.0.1 sends its own name as Host
+    assert get(server.url + "/api/search?q=female", {"Host": "attacker.example"})[0] == 400
+    assert get(server.url + "/api/search?q=female", {"Host": "localhost"})[0] == 200
+
+
+@pytest.mark.parametrize("track_id", ["²", "9" * 30])
+def test_odd_ids_are_not_found_not_a_server_error(server, track_id):
+    assert get(server.url + "/media/thumb/" + urllib.parse.quote(track_id))[0] == 404

@@ -164,6 +164,8 @@ def test_check_per_frame_window_and_max_frames(clip, tmp_path):
                         max_frames=12, progress=False)  # det_file as a folder: <stem>.txt inside it
     s = process_video(video, FakePredictor(), opts, tmp_path)
     assert s["frames"] == 12 and s["crops_classified"] == 2 * 4
+    # stopped by TEST.MAX_FRAMES before the end: not complete (the footage index keeps it incomplete)
+    assert s["status"] == "truncated" and s["complete"] is False
     _, rows = _read_csv(tmp_path / "clip_frames.csv")
     red_id = rows[0]["track_id"]  # frame 1: red comes first in the MOT file
     red = [r for r in rows if r["track_id"] == red_id]

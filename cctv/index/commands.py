@@ -32,6 +32,14 @@ def request_from_cfg(cfg: Any) -> Request:
                    limit=int(s.TOP_K) or 1_000_000, strict=True)
 
 
+def track_number(example: str) -> int:
+    """The id of ``SEARCH.EXAMPLE track:<id>``."""
+    number = example.split(":", 1)[1].strip()
+    if not (number.isascii() and number.isdigit()):
+        raise QueryError(f"SEARCH.EXAMPLE: '{example}' is not track:<id> with a number (a track's id in the index)")
+    return int(number)
+
+
 def stored_example(index: FootageIndex, track: int) -> tuple[np.ndarray, int]:
     """The embedding of the index's track ``track`` and its model id; ``QueryError`` without one."""
     with index.engine.connect() as c:
@@ -93,7 +101,7 @@ def run_index_search(cfg: Any, predictor: Any = None) -> dict:
         searcher.read(req.text, strict=True)  # unknown words fail here, before any loading
     if s.EXAMPLE:
         ex = s.EXAMPLE.strip()
-        req.example, req.example_model = (stored_example(index, int(ex.split(":", 1)[1])) if ex.startswith("track:")
+        req.example, req.example_model = (stored_example(index, track_number(ex)) if ex.startswith("track:")
                                           else image_example(index, cfg, ex, predictor))
     elif not req.text.strip():
         raise QueryError("SEARCH.QUERY and SEARCH.EXAMPLE are both empty; give conditions (\"female, Backpack\"), "

@@ -213,14 +213,18 @@ class VideoIngestor:
         commit an ``incomplete`` row for it (replacing an earlier incomplete one) and return True."""
         digest = self._content_hash(video)
         start, source = wall_clock_start(video, self.start_key, self.start_pattern)
-        with self.index.writer.begin() as c:
-            status = c.execute(select(videos.c.status).where(videos.c.content_hash == digest,
-                                                             videos.c.model_id == self.model_id)).scalar()
-            if status == "complete":
-                return False
-            _remove(c, digest, self.model_id)
-            c.execute(videos.insert().values(**self._video_values(video, digest, c, start, source),
-                                             status="incomplete"))
+        try:
+            with self.index.writer.begin() as c:
+                status = c.execute(select(videos.c.status).where(videos.c.content_hash == digest,
+                                                                 videos.c.model_id == self.model_id)).scalar()
+                if status == "complete":
+                    return False
+                _remove(c, digest, self.model_id)
+                c.execute(videos.insert().values(**self._video_values(video, digest, c, start, source),
+                                                 status="incomplete"))
+        except IntegrityError:  # another process began this video at the same moment: it ingests it
+            log.info("%s: being ingested by another process; skipped", Path(str(video)).name)
+            return False
         self.pending[str(video)] = _Pending(digest, self._camera_of(video), start, source)
         log.info("%s: wall-clock start %s (from %s), camera %s", Path(str(video)).name,
                  datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds"), source,

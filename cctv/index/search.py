@@ -264,7 +264,8 @@ class Searcher:
         rows = self._rows([f[1] for f in found])
         first = next(iter(readings.values()), None)
         return {"query": first.query if first else "", "unknown": first.unknown if first else [],
-                "n_tracks": self.size, "results": [self._result(f, rows[f[1]], readings) for f in found]}
+                "n_tracks": self.size,
+                "results": [self._result(f, rows[f[1]], readings) for f in found if f[1] in rows]}  # not replaced since
 
     def _readings(self, req: Request) -> dict[int, Reading]:
         """The text's reading per model, with the filter conditions (query language) added."""

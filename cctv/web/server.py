@@ -42,6 +42,11 @@ def check_bind(host: str, token: str) -> None:
                          "an access token, or keep SERVE.HOST 127.0.0.1")
 
 
+def _is_id(text: str) -> bool:
+    """A database id from a URL: ASCII digits only (``str.isdigit`` accepts '²'), within a 64-bit integer."""
+    return text.isascii() and text.isdigit() and len(text) < 19
+
+
 def _authorised(request: Any, token: str) -> bool:
     given = request.headers.get("authorization", "")
     given = given[7:] if given.lower().startswith("bearer ") else ""
@@ -92,7 +97,7 @@ def _media_file(index: Any, video_id: str) -> Path | None:
 
     from cctv.index.store import videos
 
-    if not video_id.isdigit():
+    if not _is_id(video_id):
         return None
     with index.engine.connect() as c:
         name = c.execute(select(videos.c.media_file).where(videos.c.id == int(video_id))).scalar()
@@ -108,7 +113,7 @@ def _thumbnail(index: Any, track_id: str) -> bytes | None:
 
     from cctv.index.store import tracks
 
-    if not track_id.isdigit():
+    if not _is_id(track_id):
         return None
     with index.engine.connect() as c:
         return c.execute(select(tracks.c.thumbnail).where(tracks.c.id == int(track_id))).scalar()
@@ -137,7 +142,7 @@ def _api_routes(app: Any, searcher: Any) -> None:
 
     @app.get("/api/track/{track_id}")
     def api_track(track_id: str):
-        found = searcher.track(int(track_id)) if track_id.isdigit() else None
+        found = searcher.track(int(track_id)) if _is_id(track_id) else None
         if found is None:
             return JSONResponse({"error": "no such track"}, status_code=404)
         return found
@@ -147,7 +152,7 @@ def _like(searcher: Any, track_id: str) -> tuple:
     from cctv.index.commands import stored_example
     from cctv.vocab import QueryError
 
-    if not track_id.isdigit():
+    if not _is_id(track_id):
         raise QueryError("like: give a track id (digits)")
     return stored_example(searcher.index, int(track_id))
 
@@ -199,6 +204,10 @@ def create_app(index_spec: str, media: str = "", token: str = "") -> Any:
     searcher.refresh()
     app = FastAPI(title="Footage search", docs_url=None, redoc_url=None, openapi_url=None)
     _token_middleware(app, token)
+    if not token:  # local and open: only requests addressed to this machine (no DNS rebinding from a web page)
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
     _api_routes(app, searcher)
     _media_routes(app, index)
     _page_routes(app)

@@ -156,11 +156,14 @@ def fit_tau(probs: np.ndarray, labels: np.ndarray, log_odds: np.ndarray, objecti
     which are already adjusted by ``tau0``; ties go to the tau nearest 0."""
     order = TAUS[np.argsort(np.abs(TAUS), kind="stable")]
     scores = [objective_value(probs, labels, tau_thresholds(log_odds, tau, tau0), objective) for tau in order]
+    if np.all(np.isnan(scores)):  # nothing fittable on this validation: keep tau0's thresholds
+        return tau0, tau_thresholds(log_odds, tau0, tau0)
     tau = float(order[int(np.nanargmax(scores))])
     return tau, tau_thresholds(log_odds, tau, tau0)
 
 
-def _log_odds(priors: Sequence[float]) -> np.ndarray:
+def log_odds(priors: Sequence[float]) -> np.ndarray:
+    """log(pi / (1 - pi)) of the train priors, clipped as ``losses.common`` clips them."""
     p = np.clip(np.asarray(priors, np.float64), 1e-4, 1 - 1e-4)  # losses.common.PRIOR_EPS
     return np.log(p) - np.log1p(-p)
 
@@ -179,7 +182,7 @@ def choose_decision(cfg: CN, scorer: "ContractScorer", res: "SplitResult") -> "S
     t = np.full(len(c.attr_names), float(cfg.METRIC.THRESHOLD))
     if decision.startswith("tau_"):
         tau0 = c.la_tau if c.posthoc else 0.0
-        lo = _log_odds(c.priors)
+        lo = log_odds(c.priors)
         tau, t[cols] = fit_tau(decided[:, cols], res.labels[:, cols], lo[cols], decision[4:], tau0)
         log.info("METRIC.DECISION %s: tau %.1f on %s", decision, tau, cfg.DATASET.VAL_SPLIT)
     else:
