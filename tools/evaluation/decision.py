@@ -14,7 +14,7 @@ inference contract, so ``--mode eval``, predict, video and search decide the sam
   chosen on val from -0.5 .. 2 in steps of 0.1 (ties: the smallest |tau - 0|). Far less prone to
   over-fitting a small validation split (NATIVE: 267 images for 37 attributes);
 * ``joint``: the harmonic mean 2 mA F1 / (mA + F1), by coordinate ascent. Dominated by the lower of the
-  two, it cannot buy one metric with the other: on PETA it ranks the rules measured before #23 as
+  two, it cannot buy one metric with the other: on PETA it ranks the rules measured earlier as
   FRDL (75.1 / 75.0 -> 75.0) > logit adjustment tau 0.5 (77.2 / 73 -> 75.0) > threshold 0.5
   (69.4 / 77 -> 73.0) > tau 1 (80.3 / 59 -> 68.0), where the mean of the two would put tau 1 first.
 
