@@ -160,10 +160,9 @@ def score_detections(gt: MotRows, per_frame: dict[int, np.ndarray], min_iou: flo
     on = np.isin(gt.frames, list(per_frame))
     gt_on = MotRows(gt.frames[on], gt.ids[on], gt.xywh[on], gt.scores[on])
     hyp = detection_rows(per_frame)
-    keep = np.isin(hyp.frames, list(per_frame))
     frames = sorted(per_frame)
     remap = {f: k for k, f in enumerate(frames, 1)}  # only the detected frames, renumbered 1..K
     g = MotRows(np.array([remap[f] for f in gt_on.frames], int), gt_on.ids, gt_on.xywh, gt_on.scores)
-    h = MotRows(np.array([remap[f] for f in hyp.frames[keep]], int), hyp.ids[keep], hyp.xywh[keep], hyp.scores[keep])
+    h = MotRows(np.array([remap[f] for f in hyp.frames], int), hyp.ids, hyp.xywh, hyp.scores)  # per_frame's own
     s = score_tracks(g, h, len(frames), min_iou)
     return {"recall": s["recall"], "precision": s["precision"], "by_height": s["by_height"], "frames": len(frames)}

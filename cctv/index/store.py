@@ -10,7 +10,6 @@ probabilities as float32 bytes, labels with confidences, unit embedding as float
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -168,12 +167,6 @@ def _prepare(index: FootageIndex, create: bool) -> None:
     else:
         with index.engine.connect() as c:
             c.execute(select(state.c.revision).where(state.c.id == 1)).first()
-
-
-def model_row(conn, model_id: int) -> dict:
-    row = conn.execute(select(models).where(models.c.id == model_id)).mappings().one()
-    return {**row, "attr_names": json.loads(row["attr_names"]), "groups": json.loads(row["groups"]),
-            "thresholds": json.loads(row["thresholds"])}
 
 
 def host_name() -> str:
