@@ -8,7 +8,6 @@ Trailing KEY VALUE pairs override the YAML (e.g. ``TRAIN.BATCH_SIZE 32``). Under
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 MODES = ("train", "eval", "video", "predict", "search", "serve")
@@ -43,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate(cfg)
     elif cfg.MODE == "search":
-        from tools.results import setup_logging
         from cctv.search import run_search
+        from tools.results import setup_logging
 
         setup_logging(None, console=cfg.REDIRECTOR)  # the ranked summary line reaches the console
         run_search(cfg)
@@ -65,19 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> int:
     """Known user mistakes end with one line naming the problem and the fix, not a traceback."""
-    from configs.errors import user_error_types
+    from configs.errors import exit_code_of
 
-    try:
-        return main()
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted: {e}" if str(e) else "\ninterrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if not isinstance(e, user_error_types()):  # a bug, not a user mistake: keep the traceback
-            raise
-        logging.getLogger("run").debug("details", exc_info=True)
-        print(f"error: {e}" if str(e) else f"error: {type(e).__name__}", file=sys.stderr)
-        return 2
+    return exit_code_of(main)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from configs.errors import exit_code_of
+
 log = logging.getLogger("benchmark")
 
 H100_BF16_DENSE_TFLOPS = 989.0
@@ -268,13 +270,13 @@ def forward_flops(model, batch: int, size_hw, device, amp_dtype) -> float:
 
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    from tools.engine.loop import ModelEma, StepOptions, train_one_epoch
-    from tools.evaluation.forward import validate
     from losses import build_loss
     from models import build_model
     from tools.device import configure_backends, select_amp, select_device
     from tools.engine import build_optimizer, seed_everything
     from tools.engine.build import set_memory_format
+    from tools.engine.loop import ModelEma, StepOptions, train_one_epoch
+    from tools.evaluation.forward import validate
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     if args.threads:
@@ -487,4 +489,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_of(main))

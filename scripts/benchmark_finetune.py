@@ -25,6 +25,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from configs.default import get_cfg_defaults  # noqa: E402
+from configs.errors import exit_code_of
 from models import build_model  # noqa: E402
 from models.freeze import apply_finetune_mode  # noqa: E402
 
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(exit_code_of(main))

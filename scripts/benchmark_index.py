@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from cctv.index.ingest import ModelInfo, VideoIngestor, _Pending
 from cctv.index.search import Request, Searcher
 from cctv.index.store import metadata, open_index
 from cctv.semantics import labels_with_confidence
+from configs.errors import exit_code_of
 
 DAY = 1772323200.0  # 2026-03-01T00:00:00Z
 PER_VIDEO, CAMERAS, DIM = 1000, 8, 512
@@ -168,4 +170,4 @@ def _fresh(spec: str) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

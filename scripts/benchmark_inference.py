@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Callable
 
 import torch
+
+from configs.errors import exit_code_of
 
 
 def _rate(fn: Callable[[], object], batch: int, seconds: float, warmup: int) -> float:
@@ -59,4 +62,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

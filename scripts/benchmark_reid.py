@@ -11,11 +11,13 @@ matrix (~2 GB at 3k x 20k); ``--rerank-size Q G`` runs it at a smaller size, ``-
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
 
+from configs.errors import exit_code_of
 from tools.evaluation.reid import evaluate_reid
 
 
@@ -80,4 +82,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 
 from configs import load_config  # noqa: E402
+from configs.errors import exit_code_of
 from dataset import build_data, build_loaders  # noqa: E402
 from losses import build_loss  # noqa: E402
 from models import build_model  # noqa: E402
@@ -169,4 +170,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from cctv.detections import Detections
 from cctv.mot import read_mot, score_detections, score_tracks
+from configs.errors import exit_code_of
 
 SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "DETECT_EVERY", "DETECT_HZ",
             "YOLO_CONF", "TRACK_HIGH_SCORE", "TRACK_MATCH_THRESH", "TRACK_LOST_SECONDS", "TRACK_GAP_SECONDS",
@@ -65,10 +67,10 @@ def _print_scores(title: str, s: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> tuple[dict, RecordingDetector, Any]:
+    from cctv.pipeline import VideoOptions, process_video
     from configs.loader import load_config
     from tools.inference import Predictor
     from tools.inference.onnx import runtime_predictor
-    from cctv.pipeline import VideoOptions, process_video
 
     cfg = load_config(args.config_file, args.opts)
     opts = VideoOptions.from_cfg(cfg)
@@ -115,4 +117,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

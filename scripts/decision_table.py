@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from configs.errors import UserError
+from configs.errors import UserError, exit_code_of
 
 if TYPE_CHECKING:  # imported lazily: the command's --help stays fast
     from tools.inference.contract import InferenceContract
@@ -61,9 +61,10 @@ def adjusted(probs: np.ndarray, priors: Sequence[float], tau: float) -> np.ndarr
 
 
 def _score(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, contract: InferenceContract) -> dict:
-    from tools.evaluation.evaluator import ContractScorer
-    from tools.evaluation.decision import harmonic
     import torch
+
+    from tools.evaluation.decision import harmonic
+    from tools.evaluation.evaluator import ContractScorer
 
     c = type(contract).from_dict({**contract.to_dict(), "thresholds": list(map(float, thresholds))})
     m = ContractScorer(c, torch.device("cpu")).metrics(probs, labels)
@@ -114,7 +115,11 @@ def split_scorer(probs: np.ndarray, labels: np.ndarray, contract: InferenceContr
 
 def cross_scorer(path: Path, contract: InferenceContract, attr_map: str) -> Callable[[str, np.ndarray], dict]:
     """Scores a rule on a cross-domain eval's saved predictions (``eval_cross_*_predictions.npz``)."""
-    from tools.evaluation.cross_domain import cross_domain_metrics, pair_attributes, shipped_decisions
+    from tools.evaluation.cross_domain import (
+        cross_domain_metrics,
+        pair_attributes,
+        shipped_decisions,
+    )
     from tools.evaluation.decision import harmonic
 
     with np.load(path, allow_pickle=False) as z:
@@ -181,7 +186,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(exit_code_of(main))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from configs.errors import UserError
+from configs.errors import exit_code_of
 from tools.inference.onnx import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from tools.inference.predictor import Predictor
 
@@ -48,7 +48,4 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):  # one line per optimisation pass otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        main()
-    except UserError as e:  # one line, not a traceback, for the errors a user can fix
-        sys.exit(f"error: {e}")
+    sys.exit(exit_code_of(main))

@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Sequence
 
-from configs.errors import UserError
+from configs.errors import exit_code_of
 
 
 def exclusion_line(m: dict, protocol: str) -> str:
@@ -32,9 +32,9 @@ def retrieval_eval(cfg) -> dict:
     """Run the checkpoint on TEST.SPLIT and score attribute retrieval on it."""
     import numpy as np
 
+    from tools.checkpoint import load_checkpoint
     from tools.evaluation.evaluator import evaluate
     from tools.evaluation.retrieval import retrieval_metrics
-    from tools.checkpoint import load_checkpoint
     from tools.inference import experiment_dir
     from tools.results import write_json
 
@@ -64,7 +64,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(exit_code_of(main))

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from configs.errors import exit_code_of
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 BASELINE = "baseline"
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")  # TRAIN.MAX_EPOCH, SEED ...
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from scripts.summarize import SummaryError, summarize
-    from tools.engine import ExperimentExists, run_training as train
+    from tools.engine import ExperimentExists
+    from tools.engine import run_training as train
 
     failed, roots = [], []
     for label, cfg in runs:
@@ -163,4 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_of(main))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.errors import UserError
+from configs.errors import UserError, exit_code_of
 from tools.evaluation.metrics import compute_metrics, decode_exclusive, predicted_positive
 
 # (summary.json key, column title): the seed table's columns, in its order
@@ -652,4 +652,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_of(main))

@@ -73,3 +73,46 @@ def test_byte_tracker_with_appearance_keeps_ids_and_needs_no_frame():
     assert len(seen) == 1
     out = trk.update(Detections(box, np.array([0.9], np.float32)))  # no frame: ByteTrack's ids as they are
     assert len(out) == 1
+
+
+def test_roc_auc_hand_case():
+    from scripts.benchmark_appearance import roc_auc
+
+    # same pairs score 0.9, 0.5; other pairs 0.6, 0.1: of the 4 (same, other) comparisons 3 are won -> 0.75
+    assert roc_auc(np.array([1, 1, 0, 0], bool), np.array([0.9, 0.5, 0.6, 0.1])) == 0.75
+    assert roc_auc(np.array([1, 0], bool), np.array([0.3, 0.3])) == 0.5  # a tie counts half
+    assert np.isnan(roc_auc(np.array([1, 1], bool), np.array([0.3, 0.4])))
+
+
+def test_appearance_features_of_par_and_reid_checkpoints(tmp_path):
+    from tests._index_helpers import make_reid_checkpoint
+    from tests._video_helpers import make_checkpoint
+    from tools.inference import Predictor
+
+    crops = [np.full((40, 20, 3), v, np.uint8) for v in (0, 128, 255)]
+    par = Predictor.from_checkpoint(make_checkpoint(tmp_path / "par.pth"), device="cpu")
+    f = par.appearance_features(crops)
+    assert f.shape[0] == 3 and f.shape[1] == par.model.model.backbone.out_dim and np.isfinite(f).all()
+    reid = Predictor.from_checkpoint(make_reid_checkpoint(tmp_path / "reid.pth"), device="cpu")
+    np.testing.assert_allclose(reid.appearance_features(crops), reid.embed_images(crops), rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_appearance_separates_two_coloured_walkers(tmp_path, capsys):
+    import cv2
+
+    from scripts.benchmark_appearance import main
+
+    video, gt_lines = tmp_path / "two.avi", []
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for f in range(1, 31):
+        people = [(RED, [10 + 3 * f, 40, 50 + 3 * f, 200]), (BLUE, [250 - 3 * f, 40, 290 - 3 * f, 200])]
+        writer.write(_frame(people))
+        for pid, (_, (x1, y1, x2, y2)) in enumerate(people, 1):
+            gt_lines.append(f"{f},{pid},{x1},{y1},{x2 - x1},{y2 - y1},1,1,1")
+    writer.release()
+    (tmp_path / "gt.txt").write_text("\n".join(gt_lines) + "\n")
+    assert main(["--video", str(video), "--gt", str(tmp_path / "gt.txt"), "--every", "2", "--min-gap", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "30 ground-truth crops of 2 people" in out
+    colour_all = next(line for line in out.splitlines() if line.startswith("| colour") and "| all |" in line)
+    assert colour_all.split("|")[4].strip() == "1.000"  # red vs blue: every same pair above every other pair

@@ -238,3 +238,18 @@ def test_detection_interval_follows_the_fps_within_the_cost_cap():
     assert [detection_interval(fps, 8.0, 2) for fps in (25.0, 10.0, 7.0, 30.0)] == [3, 2, 2, 4]
     assert [detection_interval(fps, 8.0, 1) for fps in (10.0, 6.0)] == [1, 1]  # no cap: slow clips every frame
     assert detection_interval(25.0, 6.0) == 4 and detection_interval(10.0, 3.0) == 3
+
+
+def test_benchmark_commands_end_user_mistakes_in_one_line(tmp_path, capsys):
+    """The scripts share run.py's error policy: a user mistake is one line and exit code 2, not a traceback."""
+    from configs.errors import exit_code_of
+    from scripts.benchmark_appearance import main as appearance_main
+    from scripts.benchmark_tracking import main as tracking_main
+
+    rc = exit_code_of(lambda: tracking_main(["--config-file", "configs/native_lite0.yaml", "--video", "x.mp4",
+                                             "TEST.SSD_SCALES"]))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == "error: overrides come in KEY VALUE pairs; 'TEST.SSD_SCALES' has no value"
+    rc = exit_code_of(lambda: appearance_main(["--video", "x.mp4", "--gt", str(tmp_path / "none.txt")]))
+    err = capsys.readouterr().err
+    assert rc == 2 and "none.txt' not found" in err and len(err.strip().splitlines()) == 1

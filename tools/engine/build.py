@@ -108,6 +108,9 @@ def _mapped_head(cfg: CN, model: PARModel, state: dict, source_attrs: list[str] 
     return out
 
 
+TASK_HEADS = ("head.", "reid_head.")  # the task-specific parts; the rest is the backbone a RELOAD must match
+
+
 def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None) -> None:
     """RELOAD: start from another experiment's checkpoint (or an original C2T-Net file).
     A head of another size (other attribute list) is re-initialised, except the rows RELOAD.ATTR_MAP
@@ -123,8 +126,13 @@ def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None
         if not mapped:
             log.info("RELOAD: the checkpoint's head has another attribute count or type; the head is re-initialised")
         state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **mapped}
+    # a task head the checkpoint lacks starts fresh (a PAR model starting a ReID run), one the model lacks is dropped
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
+    fresh = sorted({k.split(".")[0] for k in missing if k.startswith(TASK_HEADS)})
+    if fresh:
+        log.info("RELOAD: %s not in the checkpoint; initialised fresh", ", ".join(fresh))
+    missing = [k for k in missing if not k.startswith(TASK_HEADS)]
+    unexpected = [k for k in unexpected if not k.startswith(TASK_HEADS)]
     if missing or unexpected:
         raise CheckpointError(f"RELOAD {path}: does not match the model (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}); check MODEL.* against that experiment")

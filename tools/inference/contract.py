@@ -178,6 +178,11 @@ class ContractModel(torch.nn.Module):
             raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
         return self.model.embed(x)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) appearance features of any checkpoint: the retrieval embedding of a reid / multitask model,
+        else the backbone's pooled features (what the attribute head reads)."""
+        return self.model.embed(x) if hasattr(self.model, "embed") else self.model.forward_features(x)
+
     def probs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` and ``embed`` of a multitask model from one backbone pass (reid: no attributes)."""
         if self.contract.task == "reid":
