@@ -1,6 +1,7 @@
 """Pretrain on one dataset, fine-tune on another attribute list; mixed training from two sources."""
 import numpy as np
 import openpyxl
+import pytest
 import torch
 from PIL import Image
 
@@ -163,3 +164,28 @@ def test_the_shipped_peta_to_native_map_names_real_attributes():
     rows = head_rows(PETA_TO_NATIVE, PETA_ATTRS, NATIVE_46)
     assert NATIVE_46[next(iter(rows))] in m and len(rows) == len(m)
     assert PETA_ATTRS[rows[NATIVE_46.index("Backpack")]] == "carryingBackpack"
+
+
+def test_a_reid_model_starts_from_a_par_checkpoint_backbone(tmp_path):
+    """RELOAD of a PAR checkpoint into TASK reid: the backbone comes from the checkpoint, the ReID head (absent
+    there) starts fresh, and the attribute head the ReID model lacks is dropped; a wrong backbone still fails."""
+    from models import build_model
+    from tests._video_helpers import make_checkpoint, tiny_cfg
+    from tools.checkpoint import CheckpointError
+    from tools.engine.build import reload_weights
+
+    src = torch.load(make_checkpoint(tmp_path / "par.pth"), weights_only=True)["model"]
+    cfg = tiny_cfg()
+    cfg.TASK, cfg.DATASET.ATTRS, cfg.DATASET.GROUPS = "reid", [], []
+    cfg.RELOAD.TYPE, cfg.RELOAD.PTH = True, str(tmp_path / "par.pth")
+    model = build_model(cfg, 0, num_ids=4)
+    reload_weights(cfg, model)
+    own = model.state_dict()
+    backbone = [k for k in src if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(src[k], own[k]) for k in backbone)
+    assert any(k.startswith("reid_head.") for k in own)
+    src[backbone[0]] = src[backbone[0]][..., :1]  # another backbone: refused with the key named
+    torch.save({"model": src, "attr_names": []}, tmp_path / "other.pth")
+    cfg.RELOAD.PTH = str(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="other tensor shapes"):
+        reload_weights(cfg, build_model(cfg, 0, num_ids=4))

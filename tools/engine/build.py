@@ -126,6 +126,11 @@ def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None
         if not mapped:
             log.info("RELOAD: the checkpoint's head has another attribute count or type; the head is re-initialised")
         state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **mapped}
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"RELOAD {path}: other tensor shapes than the model ({wrong[:3]}: "
+                              f"{[tuple(state[k].shape) for k in wrong[:3]]} vs {[tuple(own[k].shape) for k in wrong[:3]]}"
+                              "); check MODEL.* against that experiment")
     # a task head the checkpoint lacks starts fresh (a PAR model starting a ReID run), one the model lacks is dropped
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh = sorted({k.split(".")[0] for k in missing if k.startswith(TASK_HEADS)})
