@@ -38,6 +38,10 @@ MAX_CANDIDATES = 400  # boxes kept per image before NMS
 MIN_TILE = 150  # px: smaller tiles are not made (upscaled 2x they would hold too little context)
 MAX_ASPECT = 4 / 3  # widest network input (w / h) for SSD_SCALES other than 300: COCO's usual picture shape
 EDGE_PX = 2  # a tile box this close to an inner tile edge is cut off by the tile: dropped
+SURE_SCORE = 0.3  # boxes at least this sure measure a clip's people for the small-people scale
+SIZE_SAMPLE = 12  # that many sure boxes decide it ...
+SIZE_CALLS = 40  # ... or the detector calls of a clip after which it stays at its first scale
+SMALL_EVERY_FACTOR = 2  # the small-people input costs 2-2.5x: the pipeline then detects half as often
 
 
 def weights_path() -> Path:
@@ -208,12 +212,18 @@ class SsdLiteDetector:
     frame resized to N px along its longer side (its aspect, at most 4:3: see ``input_size``), with the anchors
     kept at the pixel sizes they were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
     (for small people in high-resolution frames). All boxes merged by one NMS.
+
+    ``small_scale`` / ``small_below``: a clip whose people are small switches to one larger input. The first
+    SIZE_SAMPLE boxes scored >= SURE_SCORE of a clip (within its first SIZE_CALLS calls) measure it: when their
+    median height is under ``small_below`` of the frame height, ``scales`` become ``[small_scale]`` for the rest of
+    the clip (0 = never), and ``every_factor`` 2 asks the video pipeline to detect half as often. A clip starts where the frame index goes back (a folder of videos, one detector).
     """
 
     name = "ssdlite"
 
     def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25,
-                 scales: tuple[int, ...] | list[int] = (INPUT_SIZE,)):
+                 scales: tuple[int, ...] | list[int] = (INPUT_SIZE,), small_scale: int = 0,
+                 small_below: float = 0.3):
         if not 0.0 < score < 1.0:
             raise DetectorError(f"TEST.SSD_SCORE must be in (0, 1), got {score}")
         if not 0.0 < nms_iou <= 1.0:
@@ -224,12 +234,43 @@ class SsdLiteDetector:
         if not scales or any(not isinstance(v, int) or not 128 <= v <= 2048 for v in scales):
             raise DetectorError(f"TEST.SSD_SCALES must be a list of input sizes in px (128-2048), e.g. [300, 640]; "
                                 f"got {list(scales) if scales else scales}")
+        if small_scale and not 128 <= small_scale <= 2048 or not 0.0 <= small_below < 1.0:
+            raise DetectorError(f"TEST.SSD_SMALL_SCALE must be 0 (off) or an input size in px (128-2048) and "
+                                f"TEST.SSD_SMALL_BELOW in [0, 1); got {small_scale} and {small_below}")
         data, txt, outputs = _model_files()
         self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(txt, np.uint8))
         self.outputs = list(outputs)
         self.score, self.nms_iou, self.tiles, self.overlap = score, nms_iou, tiles, tile_overlap
-        self.scales = sorted(set(int(v) for v in scales))
+        self.first_scales = self.scales = sorted(set(int(v) for v in scales))
+        self.small_scale, self.small_below = int(small_scale), float(small_below)
         self._anchors: dict[tuple, np.ndarray] = {}
+        self._last_index: int | None = None
+        self._sizes: list[float] | None = None  # relative heights of sure boxes while the clip is measured
+        self._calls = 0
+        self.every_factor = 1  # read by the video pipeline: detect every (its interval x this) frames
+
+    def _start_clip_if_new(self, frame_index: int) -> None:
+        if self._last_index is None or frame_index < self._last_index:
+            self.scales, self._sizes, self._calls = self.first_scales, ([] if self.small_scale else None), 0
+            self.every_factor = 1
+        self._last_index = frame_index
+
+    def _measure(self, frame_index: int, heights: np.ndarray) -> None:
+        """Per clip: the small-people switch (see the class docstring)."""
+        if self._sizes is None:
+            return
+        self._sizes.extend(heights.tolist())
+        self._calls += 1
+        if len(self._sizes) >= SIZE_SAMPLE:
+            median = float(np.median(self._sizes))
+            if median < self.small_below:
+                self.scales, self.every_factor = [self.small_scale], SMALL_EVERY_FACTOR
+                log.info("ssdlite: the people of this clip are small (median height %.2f of the frame < "
+                         "TEST.SSD_SMALL_BELOW %.2f): network input %d px from frame %d on", median,
+                         self.small_below, self.small_scale, frame_index)
+            self._sizes = None
+        elif self._calls >= SIZE_CALLS:
+            self._sizes = None
 
     def _passes(self, w: int, h: int) -> list[tuple[tuple[int, int], list[tuple[int, int, int, int]]]]:
         """(network input size, the frame windows run at it) per forward pass."""
@@ -244,6 +285,13 @@ class SsdLiteDetector:
         return [p for p in out if p[1]]
 
     def __call__(self, frame: np.ndarray, frame_index: int) -> Detections:
+        self._start_clip_if_new(frame_index)
+        det = self._detect(frame)
+        sure = det.scores >= SURE_SCORE
+        self._measure(frame_index, (det.xyxy[sure, 3] - det.xyxy[sure, 1]) / max(frame.shape[0], 1))
+        return det
+
+    def _detect(self, frame: np.ndarray) -> Detections:
         h, w = frame.shape[:2]
         boxes, kept = [], []
         for size, windows in self._passes(w, h):

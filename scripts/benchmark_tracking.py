@@ -25,7 +25,7 @@ from cctv.detections import Detections
 from cctv.mot import read_mot, score_detections, score_tracks
 from configs.errors import exit_code_of
 
-SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "DETECT_EVERY", "DETECT_HZ",
+SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "SSD_SMALL_SCALE", "SSD_SMALL_BELOW", "DETECT_EVERY", "DETECT_HZ",
             "YOLO_CONF", "TRACK_HIGH_SCORE", "TRACK_MATCH_THRESH", "TRACK_LOST_SECONDS", "TRACK_GAP_SECONDS",
             "TRACK_APPEARANCE", "MIN_TRACK_FRAMES",
             "STATIC_FILTER", "ZONES", "CHECK_PER_FRAME", "PAR_RUNTIME")
@@ -41,6 +41,10 @@ class RecordingDetector:
         d = self.inner(frame, frame_index)
         self.boxes[frame_index] = np.asarray(d.xyxy, float).reshape(-1, 4)
         return d
+
+    @property
+    def every_factor(self) -> int:
+        return getattr(self.inner, "every_factor", 1)
 
 
 def _load() -> str:
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.video}: {summary['frames']} frames [{summary['status']}], {summary['people_tracked']} tracks "
           f"reported; load average {load_before} -> {result['load_after']} (1, 5, 15 min)")
     print("settings: " + ", ".join(f"TEST.{k} {v}" for k, v in result["settings"].items()))
+    if hasattr(det.inner, "scales"):
+        result["ssd_input_at_end"] = list(det.inner.scales)
+        print(f"ssdlite input at the end of the clip: {result['ssd_input_at_end']} px, detector frames "
+              f"{len(det.boxes)} of {summary['frames']}")
     f = summary["fps_after_warmup"] or summary["fps"]
     print("fps after warm-up: " + " | ".join(f"{k} {_fmt(v)}" for k, v in f.items())
           + f" | CPU ms per frame (all threads) {_fmt(result['cpu_ms_per_frame'])}")

@@ -132,3 +132,29 @@ def test_stream_url_and_camera_index_sources(tmp_path):
     s = process_video(url, FakePredictor(), opts, tmp_path / "out")
     assert s["complete"] and s["frames"] == 30 and s["people_tracked"] == 2
     assert (tmp_path / "out" / "clip_tracks.json").is_file() and s["video"] == url
+
+
+def test_a_clip_of_small_people_switches_to_the_larger_input_and_a_new_clip_starts_over():
+    """TEST.SSD_SMALL_SCALE: town_centre's walkers (0.17-0.24 of the frame height) switch the detector to 640 px,
+    TUD-Stadtmitte.s (about half the frame height) keep 384 px; a frame index that goes back starts a new clip."""
+    town = _frame("town_centre.mp4", 1)
+    tud_path = VIDEOS / "mot" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
+    if not tud_path.is_file():
+        pytest.skip(f"shared clip {tud_path} not found")
+    tud = _frame("mot/TUD-Stadtmitte/TUD-Stadtmitte.mp4", 1)
+    d = SsdLiteDetector(score=0.1, scales=[384], small_scale=640, small_below=0.3)
+    for i in range(1, 6):
+        d(town, i)
+    assert d.scales == [640]
+    assert _found(d(town, 6), TOWN_CENTRE_FRAME1) >= _found(SsdLiteDetector(score=0.1, scales=[384])(town, 1),
+                                                           TOWN_CENTRE_FRAME1)
+    for i in range(1, 6):  # frame 1 again: a new clip
+        d(tud, i)
+        assert d.scales == [384]
+    assert d._sizes is None  # measured and decided: TUD's people are not small
+    off = SsdLiteDetector(scales=[384])
+    for i in range(1, 4):
+        off(town, i)
+    assert off.scales == [384]  # 0 = never
+    with pytest.raises(DetectorError, match="TEST.SSD_SMALL_SCALE"):
+        SsdLiteDetector(small_scale=64)
