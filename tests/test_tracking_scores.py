@@ -253,3 +253,25 @@ def test_benchmark_commands_end_user_mistakes_in_one_line(tmp_path, capsys):
     rc = exit_code_of(lambda: appearance_main(["--video", "x.mp4", "--gt", str(tmp_path / "none.txt")]))
     err = capsys.readouterr().err
     assert rc == 2 and "none.txt' not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_detector_that_asks_for_half_the_rate_is_called_half_as_often():
+    from cctv.detections import Detections
+    from cctv.pipeline import _detect_each
+
+    class Switching:
+        every_factor = 1
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, frame, index):
+            self.calls.append(index)
+            if len(self.calls) == 2:
+                self.every_factor = 2  # as SsdLiteDetector does once a clip's people measure small
+            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+    det = Switching()
+    out = list(_detect_each((np.zeros((4, 4, 3), np.uint8) for _ in range(20)), det, every=3))
+    assert det.calls == [1, 4, 10, 16] and len(out) == 20
+    assert [i for i, (_, d, _) in enumerate(out, 1) if d is not None] == det.calls
