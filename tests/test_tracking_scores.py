@@ -275,3 +275,31 @@ def test_a_detector_that_asks_for_half_the_rate_is_called_half_as_often():
     out = list(_detect_each((np.zeros((4, 4, 3), np.uint8) for _ in range(20)), det, every=3))
     assert det.calls == [1, 4, 10, 16] and len(out) == 20
     assert [i for i, (_, d, _) in enumerate(out, 1) if d is not None] == det.calls
+
+
+def test_mosaic_proxy_scales_the_ground_truth_and_keeps_ids_apart(tmp_path):
+    from scripts.benchmark_tracking import make_mosaic
+
+    video = tmp_path / "walk.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    lines = []
+    for f in range(1, 31):
+        img = np.zeros((120, 160, 3), np.uint8)
+        img[20:100, 4 * f:4 * f + 20] = 255
+        writer.write(img)
+        lines.append(f"{f},7,{4 * f},20,20,80,1,1,1")
+    writer.release()
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    v, g = make_mosaic(str(video), str(tmp_path / "gt.txt"), tmp_path / "out", k=2, offset=5)
+    cap = cv2.VideoCapture(v)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    cap.release()
+    assert n == 30 - 3 * 5 and first.shape[:2] == (120, 160)
+    gt = read_mot(g, ground_truth=True)
+    assert sorted(set(gt.ids.tolist())) == [7, 15, 23, 31]  # one id per tile: 7 + q * (max id + 1)
+    tile3 = gt.xywh[(gt.frames == 1) & (gt.ids == 31)][0]  # bottom-right tile shows source frame 1 + 15
+    np.testing.assert_allclose(tile3, [4 * 16 / 2 + 80, 20 / 2 + 60, 10, 40])
+    assert first[60 + 30, 80 + 32 + 5].mean() > 200  # the walker drawn where its box says (bottom-right tile)
+    with pytest.raises(Exception, match="--mosaic 2 --mosaic-offset 50"):
+        make_mosaic(str(video), str(tmp_path / "gt.txt"), tmp_path / "out", k=2, offset=50)
