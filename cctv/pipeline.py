@@ -372,6 +372,7 @@ class _VideoRun:
                                    lost_seconds=opts.track_lost_seconds, match_thresh=opts.track_match,
                                    appearance=opts.track_appearance)
         self.zones = ZoneFilter(opts.zones, self.meta["width"], self.meta["height"])
+        self.every_factor = 1  # the detector's own slow-down (cctv.ssdlite small-people input)
         self.tracked = ByteTracker.empty()  # held on the frames the detector skips
         self.tracks: dict[int, TrackRecord] = {}
         self.secs = {"detector": 0.0, "tracker": 0.0, "par": 0.0}
@@ -401,6 +402,15 @@ class _VideoRun:
             self.tracks[tid] = TrackRecord(tid, make_smoother(o.smoothing, o.ema_alpha, o.window))
         return self.tracks[tid]
 
+    def _follow_detector_rate(self) -> None:
+        """A detector that now runs less often (SSDLite's small-people input): the tracker's clock follows."""
+        factor = getattr(self.detector, "every_factor", 1)
+        if factor != self.every_factor:
+            self.every_factor = factor
+            self.tracker.set_fps(self.meta["fps"] / (self.every * factor))
+            log.info("detecting every %d frames from here on (the detector asked for 1/%d of the rate)",
+                     self.every * factor, factor)
+
     def step(self, frame: np.ndarray, dets: Any, det_seconds: float) -> None:
         """Track ``frame``'s detections, classify (every CHECK_PER_FRAME detected frames), write its rows and
         drawing. ``dets`` None: a frame the detector skipped (TEST.DETECT_EVERY); the last tracks are held."""
@@ -412,6 +422,7 @@ class _VideoRun:
             if self.zones:
                 keep = self.zones.keep(dets.xyxy)
                 dets = Detections(dets.xyxy[keep], dets.scores[keep])
+            self._follow_detector_rate()
             self.tracked = self.tracker.update(dets, frame)
         tracked = self.tracked
         t2 = time.perf_counter()
@@ -539,7 +550,8 @@ class _VideoRun:
             **summary, "video_info": self.meta, "attr_names": self.attr_names,
             "groups": [[g.name, g.kind, *g.attrs] for g in self.decoder.groups], "threshold": o.threshold,
             "smoothing": {"type": o.smoothing, "ema_alpha": o.ema_alpha, "window": o.window},
-            "check_per_frame": o.check_per_frame, "detect_every": self.every, "frames_detected": self.n_detected,
+            "check_per_frame": o.check_per_frame, "detect_every": self.every * self.every_factor,
+            "frames_detected": self.n_detected, "detector_input": list(getattr(self.detector, "scales", [])) or None,
             "tracks": [_track_json(r, self.attr_names, self.decoder) for r in tracks],
             # best classified crop per track: {track id: {file (relative to this JSON), frame}}
             "thumbs": {str(r.track_id): {"file": r.thumb_path, "frame": r.thumb_frame} for r in tracks if r.thumb_path},

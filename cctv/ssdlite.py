@@ -213,16 +213,16 @@ class SsdLiteDetector:
     kept at the pixel sizes they were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
     (for small people in high-resolution frames). All boxes merged by one NMS.
 
-    ``small_scale`` / ``small_below``: a clip whose people are small switches to one larger input. The first
-    SIZE_SAMPLE boxes scored >= SURE_SCORE of a clip (within its first SIZE_CALLS calls) measure it: when their
-    median height is under ``small_below`` of the frame height, ``scales`` become ``[small_scale]`` for the rest of
+    ``small_scale`` / ``small_below``: a clip whose people are small switches to one larger input. The boxes scored
+    >= SURE_SCORE of a clip's first calls measure it, once there are SIZE_SAMPLE of them (within SIZE_CALLS calls,
+    else the clip keeps its input): when their median height is under ``small_below`` of the frame height, ``scales`` become ``[small_scale]`` for the rest of
     the clip (0 = never), and ``every_factor`` 2 asks the video pipeline to detect half as often. A clip starts where the frame index goes back (a folder of videos, one detector).
     """
 
     name = "ssdlite"
 
     def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25,
-                 scales: tuple[int, ...] | list[int] = (INPUT_SIZE,), small_scale: int = 0,
+                 scales: tuple[int, ...] | list[int] = (INPUT_SIZE,), *, small_scale: int = 0,
                  small_below: float = 0.3):
         if not 0.0 < score < 1.0:
             raise DetectorError(f"TEST.SSD_SCORE must be in (0, 1), got {score}")
@@ -250,8 +250,9 @@ class SsdLiteDetector:
         self.every_factor = 1  # read by the video pipeline: detect every (its interval x this) frames
 
     def _start_clip_if_new(self, frame_index: int) -> None:
-        if self._last_index is None or frame_index < self._last_index:
-            self.scales, self._sizes, self._calls = self.first_scales, ([] if self.small_scale else None), 0
+        if self._last_index is None or frame_index <= self._last_index:  # indices restart at 1 per clip
+            measure = self.small_scale > max(self.first_scales)  # a switch only ever enlarges the input
+            self.scales, self._sizes, self._calls = self.first_scales, ([] if measure else None), 0
             self.every_factor = 1
         self._last_index = frame_index
 

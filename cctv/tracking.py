@@ -35,10 +35,18 @@ class ByteTracker:
     def __init__(self, fps: float, conf: float, *, lost_seconds: float, match_thresh: float,
                  appearance: bool = False):
         self.linker = AppearanceLinker(fps or 30, int(round((fps or 30) * lost_seconds))) if appearance else None
+        self.lost_seconds = lost_seconds
         fps = max(1, int(round(fps or 30)))
         # supervision scales the buffer by frame_rate / 30, so pass the buffer in 30 fps frames
         self.tracker = sv.ByteTrack(track_activation_threshold=conf, lost_track_buffer=max(1, int(30 * lost_seconds)),
                                     minimum_matching_threshold=match_thresh, frame_rate=fps)
+
+    def set_fps(self, fps: float) -> None:
+        """The rate of ``update`` calls changed (the detector now runs less often): lost tracks are still kept
+        ``lost_seconds`` of video."""
+        self.tracker.max_time_lost = max(1, int(round(fps * self.lost_seconds)))
+        if self.linker is not None:
+            self.linker.fps, self.linker.max_lost = max(float(fps), 1e-3), max(1, int(round(fps * self.lost_seconds)))
 
     @staticmethod
     def empty() -> TrackedBoxes:

@@ -223,10 +223,10 @@ _C.TEST.SSD_SCALES = [384]  # ssdlite: network input sizes, one pass each, merge
 #                             300x300 squash (as trained); N = the frame at N px along its longer side, aspect
 #                             kept, anchors at their trained pixel sizes (finds people 64-128 px tall); 480 finds
 #                             more small people at 1.45x the cost
-_C.TEST.SSD_SMALL_SCALE = 640  # ssdlite: a clip whose people are small (the median height of its first 12 boxes
-#                             scored >= 0.3 under TEST.SSD_SMALL_BELOW of the frame height) switches to this one
-#                             network input size for the rest of the clip, detected half as often (about the same
-#                             CPU: 768x576 stays >= 20 fps on 2 cores); 0 = never
+_C.TEST.SSD_SMALL_SCALE = 640  # ssdlite: a clip whose people are small (the median height of its boxes scored
+#                               >= 0.3, measured once 12 are seen, under TEST.SSD_SMALL_BELOW of the frame height)
+#                               switches to this larger network input for the rest of the clip, detected half as
+#                               often (about the same CPU: 768x576 stays >= 20 fps on 2 cores); 0 = never
 _C.TEST.SSD_SMALL_BELOW = 0.3
 _C.TEST.SSD_NMS = 0.45  # ssdlite: of two person boxes overlapping by more IoU than this, the lower-scored goes
 _C.TEST.SSD_TILES = 0  # ssdlite: 0 = whole frame only; N = also N rows of overlapping, about square tiles, for

@@ -48,6 +48,10 @@ class RecordingDetector:
     def every_factor(self) -> int:
         return getattr(self.inner, "every_factor", 1)
 
+    @property
+    def scales(self) -> list:
+        return list(getattr(self.inner, "scales", []))
+
 
 def _load() -> str:
     try:
@@ -105,9 +109,9 @@ def make_mosaic(video: str, gt_path: str, out_dir: Path, k: int = 2, offset: int
         frames.append(frame)
     cap.release()
     n = len(frames) - (k * k - 1) * offset
-    if k < 2 or n < 10:
-        raise DetectorError(f"--mosaic {k} --mosaic-offset {offset}: needs K >= 2 and a clip longer than "
-                            f"(K*K - 1) * offset + 10 frames ({len(frames)} read)")
+    if k < 2 or offset < 0 or n < 10:
+        raise DetectorError(f"--mosaic {k} --mosaic-offset {offset}: needs K >= 2, an offset >= 0 and a clip of at "
+                            f"least (K*K - 1) * offset + 10 frames ({len(frames)} read)")
     h, w = frames[0].shape[:2]
     th, tw = h // k, w // k
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,9 +124,11 @@ def make_mosaic(video: str, gt_path: str, out_dir: Path, k: int = 2, offset: int
             x0, y0, src = (q % k) * tw, (q // k) * th, t + q * offset
             canvas[y0:y0 + th, x0:x0 + tw] = cv2.resize(frames[src], (tw, th), interpolation=cv2.INTER_AREA)
             sel = gt.frames == src + 1
-            for pid, (x, y, bw, bh) in zip(gt.ids[sel], gt.xywh[sel]):
-                rows.append(f"{t + 1},{pid + q * id_step},{x * tw / w + x0:.2f},{y * th / h + y0:.2f},"
-                            f"{bw * tw / w:.2f},{bh * th / h:.2f},1,1,1")
+            for pid, (x, y, bw, bh) in zip(gt.ids[sel], gt.xywh[sel]):  # clipped to the frame = to the tile
+                bx1, by1 = max(0.0, x) * tw / w + x0, max(0.0, y) * th / h + y0
+                bx2, by2 = min(float(w), x + bw) * tw / w + x0, min(float(h), y + bh) * th / h + y0
+                if bx2 - bx1 >= 1 and by2 - by1 >= 1:
+                    rows.append(f"{t + 1},{pid + q * id_step},{bx1:.2f},{by1:.2f},{bx2 - bx1:.2f},{by2 - by1:.2f},1,1,1")
         writer.write(canvas)
     writer.release()
     (out_dir / f"{stem}_gt.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -157,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.video}: {summary['frames']} frames [{summary['status']}], {summary['people_tracked']} tracks "
           f"reported; load average {load_before} -> {result['load_after']} (1, 5, 15 min)")
     print("settings: " + ", ".join(f"TEST.{k} {v}" for k, v in result["settings"].items()))
-    if hasattr(det.inner, "scales"):
-        result["ssd_input_at_end"] = list(det.inner.scales)
+    if det.scales:
+        result["ssd_input_at_end"] = det.scales
         print(f"ssdlite input at the end of the clip: {result['ssd_input_at_end']} px, detector frames "
               f"{len(det.boxes)} of {summary['frames']}")
     f = summary["fps_after_warmup"] or summary["fps"]

@@ -29,8 +29,8 @@ import numpy as np
 
 from tools.evaluation.embedding import QUERIES_FILE, read_query_stats
 from tools.evaluation.reid import QueryStats
-from scripts.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, all_groups,
 from configs.errors import exit_code_of
+from scripts.summarize import (DASH, RESAMPLES, Interval, SummaryError, add_bootstrap_args, all_groups,
                              bootstrap_interval, mean_std, print_or_fail, row_name, run_seed)
 
 TASKS = ("reid", "multitask")

@@ -158,3 +158,16 @@ def test_a_clip_of_small_people_switches_to_the_larger_input_and_a_new_clip_star
     assert off.scales == [384]  # 0 = never
     with pytest.raises(DetectorError, match="TEST.SSD_SMALL_SCALE"):
         SsdLiteDetector(small_scale=64)
+
+
+def test_no_small_people_switch_when_the_input_is_already_as_large():
+    d = SsdLiteDetector(scales=[800], small_scale=640)
+    d(np.zeros((480, 640, 3), np.uint8), 1)
+    assert d._sizes is None and d.scales == [800] and d.every_factor == 1
+    d1 = SsdLiteDetector(scales=[384], small_scale=640)
+    d1(np.zeros((480, 640, 3), np.uint8), 1)
+    d1._sizes.extend([0.1] * 20)  # as if a clip of small people had been measured
+    d1(np.zeros((480, 640, 3), np.uint8), 2)
+    assert d1.scales == [640] and d1.every_factor == 2
+    d1(np.zeros((480, 640, 3), np.uint8), 1)  # a one-frame clip before it: the index does not go up, a new clip
+    assert d1.scales == [384] and d1.every_factor == 1 and d1._sizes == []

@@ -303,3 +303,12 @@ def test_mosaic_proxy_scales_the_ground_truth_and_keeps_ids_apart(tmp_path):
     assert first[60 + 30, 80 + 32 + 5].mean() > 200  # the walker drawn where its box says (bottom-right tile)
     with pytest.raises(Exception, match="--mosaic 2 --mosaic-offset 50"):
         make_mosaic(str(video), str(tmp_path / "gt.txt"), tmp_path / "out", k=2, offset=50)
+
+
+def test_tracker_keeps_lost_tracks_the_same_seconds_after_a_rate_change():
+    from cctv.tracking import ByteTracker
+
+    trk = ByteTracker(8.0, 0.3, lost_seconds=2.0, match_thresh=0.95, appearance=True)
+    assert trk.tracker.max_time_lost == 16
+    trk.set_fps(4.0)  # the detector now runs half as often: 2 s are 8 updates
+    assert trk.tracker.max_time_lost == 8 and trk.linker.max_lost == 8 and trk.linker.fps == 4.0

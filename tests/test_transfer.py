@@ -189,3 +189,23 @@ def test_a_reid_model_starts_from_a_par_checkpoint_backbone(tmp_path):
     cfg.RELOAD.PTH = str(tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="other tensor shapes"):
         reload_weights(cfg, build_model(cfg, 0, num_ids=4))
+
+
+def test_a_reid_checkpoint_of_another_identity_count_starts_a_reid_run(tmp_path):
+    """ReID -> ReID (e.g. Market -> Duke): the backbone and BNNeck load, the identity classifier starts fresh."""
+    from models import build_model
+    from tests._index_helpers import make_reid_checkpoint
+    from tests._video_helpers import tiny_cfg
+    from tools.engine.build import reload_weights
+
+    src = torch.load(make_reid_checkpoint(tmp_path / "reid4.pth"), weights_only=True)["model"]
+    cfg = tiny_cfg()
+    cfg.TASK, cfg.DATASET.ATTRS, cfg.DATASET.GROUPS = "reid", [], []
+    cfg.RELOAD.TYPE, cfg.RELOAD.PTH = True, str(tmp_path / "reid4.pth")
+    torch.manual_seed(1)
+    model = build_model(cfg, 0, num_ids=9)
+    fresh = model.state_dict()["reid_head.classifier.weight"].clone()
+    reload_weights(cfg, model)
+    own = model.state_dict()
+    assert own["reid_head.classifier.weight"].shape[0] == 9 and torch.equal(own["reid_head.classifier.weight"], fresh)
+    assert all(torch.equal(src[k], own[k]) for k in src if not k.startswith("reid_head.classifier"))

@@ -121,16 +121,24 @@ def reload_weights(cfg: CN, model: PARModel, attr_names: list[str] | None = None
     state, source_attrs = _reload_state(cfg, model, path)
     own = model.state_dict()
     head_keys = [k for k in state if k.startswith("head.")]
-    if any(k not in own or own[k].shape != state[k].shape for k in head_keys):  # other attributes or head type
+    if head_keys and not any(k.startswith("head.") for k in own):  # a ReID model has no attribute head
+        log.info("RELOAD: the checkpoint's attribute head is not used (TASK %s)", cfg.TASK)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    elif any(k not in own or own[k].shape != state[k].shape for k in head_keys):  # other attributes or head type
         mapped = _mapped_head(cfg, model, state, source_attrs, attr_names or []) if cfg.RELOAD.ATTR_MAP else {}
         if not mapped:
             log.info("RELOAD: the checkpoint's head has another attribute count or type; the head is re-initialised")
         state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **mapped}
+    other_head = [k for k, v in state.items() if k.startswith(TASK_HEADS) and k in own and own[k].shape != v.shape]
+    if other_head:  # e.g. a ReID checkpoint of another identity count: its head starts fresh
+        log.info("RELOAD: %s of another shape in the checkpoint; initialised fresh",
+                 ", ".join(sorted({k.split(".")[0] for k in other_head})))
+        state = {k: v for k, v in state.items() if k not in other_head}
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
         raise CheckpointError(f"RELOAD {path}: other tensor shapes than the model ({wrong[:3]}: "
                               f"{[tuple(state[k].shape) for k in wrong[:3]]} vs {[tuple(own[k].shape) for k in wrong[:3]]}"
-                              "); check MODEL.* against that experiment")
+                              "); RELOAD a checkpoint of the same MODEL.NAME / BACKBONE")
     # a task head the checkpoint lacks starts fresh (a PAR model starting a ReID run), one the model lacks is dropped
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh = sorted({k.split(".")[0] for k in missing if k.startswith(TASK_HEADS)})

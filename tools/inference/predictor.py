@@ -138,11 +138,10 @@ class Predictor:
     def appearance_features(self, images: Sequence[ImageLike]) -> np.ndarray:
         """RGB uint8 arrays or image paths -> (N, D) float32 appearance features of any checkpoint (``embed_images``
         of a reid / multitask model, the backbone's pooled features of a PAR one), on the torch model."""
-        out = [np.zeros((0, 0), np.float32)]
-        images = list(images)
+        images, out = list(images), []
         for i in range(0, len(images), self.batch_size):
             out.append(self.model.features(self.preprocess(images[i:i + self.batch_size])).cpu().numpy())
-        return np.concatenate(out[1:]) if len(out) > 1 else out[0]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)  # the width is unknown without a pass
 
     def predict_with_embeddings(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray]:
         """(N, A) probabilities and (N, D) embeddings from one network pass per batch (reid / multitask)."""
