@@ -85,3 +85,26 @@ def test_eval_on_another_dataset_through_a_map(tmp_path):
 
     with pytest.raises(ConfigError, match="TEST.SUBSET = 'TownCentre': no image"):  # a one-line user error
         run.main(["--config-file", demo, *args, "TEST.SUBSET", "TownCentre"])
+
+
+def test_a_model_pretrained_on_the_dataset_is_scored_on_its_pretraining_split_only(tmp_path):
+    """RELOAD from a PETA run + TEST.DATASET PETA: the pretraining's saved config gives the split (the shipped
+    configs/peta.yaml's PETA.mat partition would hold its training images), and a split other than test/val stops."""
+    from configs import load_config
+    from configs.errors import ConfigError
+    from tools.evaluation.cross_domain import pretraining_config
+
+    cfg = load_config(REPO / "configs" / "native_from_peta.yaml",
+                      ["OUTPUT_DIR", str(tmp_path), "TEST.DATASET", "PETA", "TEST.SPLIT", "all"])
+    with pytest.raises(ConfigError, match="TEST.SPLIT all would score its training images: use TEST.SPLIT test"):
+        pretraining_config(cfg)
+    cfg.defrost()
+    cfg.TEST.SPLIT = "test"
+    with pytest.raises(ConfigError, match="config.yaml is missing"):
+        pretraining_config(cfg)
+    saved = tmp_path / "PETA" / "lite0_peta" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text((REPO / "configs" / "peta_lite.yaml").read_text())
+    assert pretraining_config(cfg) == saved
+    cfg.TEST.DATASET = "PA100k"  # another dataset than the pretraining's: the named config as before
+    assert pretraining_config(cfg) is None

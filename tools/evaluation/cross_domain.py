@@ -17,8 +17,9 @@ the direction follows from the names:
 Without a map the attributes of the same name are scored. Every prediction is the checkpoint's shipped
 decision (its contract: post-hoc adjustment, group decoding, thresholds, ``>``). ``TEST.SUBSET`` keeps the
 images whose path has a folder of that name (PETA's subsets: TownCentre, CUHK ...). A model whose
-pretraining saw the dataset must be scored only on images it never trained on (TEST.SPLIT test, with
-the split settings of that pretraining). Writes ``eval_cross_<dataset>[_<subset>]_<split>.json`` with
+pretraining saw the dataset must be scored only on images it never trained on: with TEST.DATASET naming the
+dataset of its RELOAD run, that run's saved config gives the split and TEST.SPLIT must be test (or val); a YAML
+path is used as given. Writes ``eval_cross_<dataset>[_<subset>]_<split>.json`` with
 the metrics over the scored attributes, the per-attribute figures, and what was left out.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tools.evaluation.forward import validate
 from tools.evaluation.metrics import compute_metrics, decode_exclusive, predicted_positive
 from tools.inference.contract import InferenceContract
 from tools.inference.loading import experiment_dir, load_for_inference, resolve_checkpoint
+from tools.results import experiment_dir as experiment_dir_of
 from tools.results import scalar_metrics, setup_logging, write_json
 
 log = logging.getLogger("eval")
@@ -58,6 +60,25 @@ class AttrPairing:
     direction: str  # labels mapped | decisions mapped | same names
 
 
+def pretraining_config(cfg: CN) -> Path | None:
+    """The saved config of the RELOAD run this checkpoint started from when that run trained on TEST.DATASET (a
+    name): its DATASET section (the split) is the one to score with, so that TEST.SPLIT test holds only images the
+    pretraining never trained on; ``ConfigError`` for a split that would score its training images."""
+    spec = str(cfg.TEST.DATASET)
+    if not (cfg.RELOAD.TYPE and cfg.RELOAD.MODEL_FOLDER_NAME and str(cfg.RELOAD.DATASET).lower() == spec.lower()):
+        return None
+    saved = experiment_dir_of(cfg, cfg.RELOAD.MODEL_FOLDER_NAME, cfg.RELOAD.DATASET) / "config.yaml"
+    if cfg.TEST.SPLIT not in ("test", "val"):
+        raise ConfigError(f"TEST.DATASET {spec}: this checkpoint's pretraining (RELOAD {saved.parent}) trained on "
+                          f"{spec}; TEST.SPLIT {cfg.TEST.SPLIT} would score its training images: use TEST.SPLIT test")
+    if not saved.is_file():
+        raise ConfigError(f"TEST.DATASET {spec}: the pretraining's config {saved} is missing, so its split is unknown; "
+                          f"give TEST.DATASET the YAML that pretraining used (e.g. configs/peta_lite.yaml)")
+    log.info("TEST.DATASET %s: the checkpoint's pretraining trained on it; scoring with that run's split (%s), "
+             "TEST.SPLIT %s = images it never trained on", spec, saved, cfg.TEST.SPLIT)
+    return saved
+
+
 def dataset_config(cfg: CN, contract: InferenceContract) -> CN:
     """This config with TEST.DATASET's DATASET section, at the checkpoint's input size; a map needs the
     dataset's full attribute list (DATASET.LABEL all)."""
@@ -65,6 +86,9 @@ def dataset_config(cfg: CN, contract: InferenceContract) -> CN:
 
     spec = str(cfg.TEST.DATASET)
     path = Path(spec) if spec.endswith((".yaml", ".yml")) else REPO / "configs" / f"{spec.lower()}.yaml"
+    pretraining = pretraining_config(cfg)
+    if pretraining is not None:
+        path = pretraining
     if not path.is_file():
         raise ConfigError(f"TEST.DATASET = {spec!r}: no dataset config {path}; give a YAML file (e.g. configs/peta.yaml)")
     other = load_config(path)
