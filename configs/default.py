@@ -186,7 +186,9 @@ _C.TEST = CN()
 _C.TEST.SPLIT = "test"  # --mode eval: split to evaluate (train | val | test | all)
 _C.TEST.BATCH_SIZE = 128
 _C.TEST.DATASET = ""  # --mode eval on another dataset (cross-domain): a dataset YAML, or a name (PETA = configs/peta.yaml)
-#                      whose DATASET section replaces this one's; scores the checkpoint's shipped decisions
+#                      whose DATASET section replaces this one's; scores the checkpoint's shipped decisions. A
+#                      name equal to RELOAD.DATASET (the model's pretraining saw it): that run's saved split is used
+#                      and TEST.SPLIT must be test or val (images the pretraining never trained on)
 _C.TEST.ATTR_MAP = ""  # with TEST.DATASET: attribute map (dataset/maps name such as peta_to_native, or a YAML path);
 #                       its sources are the dataset's attributes (labels united per target) or the checkpoint's
 #                       (decisions OR-ed per target); "" = attributes of the same name
