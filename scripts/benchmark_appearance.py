@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 from cctv.appearance import colour_embedding, iou_matrix, similarity
 from cctv.detections import DetectorError
 from cctv.mot import read_mot
-from configs.errors import exit_code_of
+from configs.errors import UserError, exit_code_of
 
 
 def roc_auc(same: np.ndarray, score: np.ndarray) -> float:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for c in args.checkpoint:
         if not Path(c).is_file():
-            raise DetectorError(f"--checkpoint '{c}' not found; give a checkpoint file (best_model.pth)")
+            raise UserError(f"--checkpoint '{c}' not found; give a checkpoint file (best_model.pth)")
     crops, ids, frames, clean, colours = gt_crops(args.video, args.gt, max(1, args.every))
     print(f"{args.video}: {len(crops)} ground-truth crops of {len(set(ids.tolist()))} people, "
           f"{int(clean.sum())} clean; pairs >= {args.min_gap} frames apart")
