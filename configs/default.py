@@ -185,6 +185,10 @@ _C.METRIC.BALANCED_SEED = 0  # seed of the balanced-test subsample
 _C.TEST = CN()
 _C.TEST.SPLIT = "test"  # --mode eval: split to evaluate (train | val | test | all)
 _C.TEST.BATCH_SIZE = 128
+_C.TEST.FLIP = False  # test-time flip: attribute logits and ReID embeddings averaged over each crop and its mirror
+#                      (2x the model's inference cost). Set at training, it is part of the checkpoint's inference
+#                      contract (validation, the chosen decision rule, eval, predict, video, ONNX all use it); given to
+#                      --mode eval of a checkpoint trained without it, that eval scores with it and says so
 _C.TEST.DATASET = ""  # --mode eval on another dataset (cross-domain): a dataset YAML, or a name (PETA = configs/peta.yaml)
 #                      whose DATASET section replaces this one's; scores the checkpoint's shipped decisions. A
 #                      name equal to RELOAD.DATASET (the model's pretraining saw it): that run's saved split is used

@@ -14,6 +14,7 @@ from torch import nn
 
 from models.par_model import ClassifierHead, InputNormalisation
 from models.reid_head import ReIDHead, backbone_map
+from models.tta import unwrapped
 
 CLASSIFIER_KEY = "reid_head.classifier.weight"  # its rows = the training identities
 
@@ -88,5 +89,6 @@ class AttributeView(nn.Module):
 
 
 def attribute_view(model: nn.Module) -> nn.Module:
-    """``model`` itself (PAR), or its attribute view (multitask), for code that expects attribute logits."""
-    return AttributeView(model) if isinstance(model, ReIDModel) else model
+    """``model`` itself (PAR), or its attribute view (multitask, flip-averaged or not), for code that expects
+    attribute logits."""
+    return AttributeView(model) if isinstance(unwrapped(model), ReIDModel) else model

@@ -93,7 +93,7 @@ class EvalHook(HookBase):
             self.after_best(t)
 
     def evaluate(self, t: Any) -> dict[str, dict]:
-        return evaluate_attributes(t, t.eval_model, t.criterion)
+        return evaluate_attributes(t, t.inference_model, t.criterion)
 
     def select(self, t: Any) -> float:
         val, test = t.reports[t.cfg.DATASET.VAL_SPLIT], t.reports.get(t.test_split)

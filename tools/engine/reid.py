@@ -60,7 +60,7 @@ class ReIDEvalHook(EvalHook):
         self._stats: dict = {}
 
     def evaluate(self, t: Any) -> dict[str, dict]:
-        attrs = evaluate_attributes(t, attribute_view(t.eval_model), t.criterion.attrs) if t.eval_splits else {}
+        attrs = evaluate_attributes(t, attribute_view(t.inference_model), t.criterion.attrs) if t.eval_splits else {}
         merged = {t.tag(s): scalar_metrics(m) for s, m in attrs.items()}
         self._embedded, self._stats = self._retrieval(t, merged)
         return merged
@@ -83,8 +83,8 @@ class ReIDEvalHook(EvalHook):
         """Embed each (query, gallery) pair; its metrics go into the row and ``merged[tag]``."""
         embedded, stats = {}, {}
         for tag, (q_split, g_split) in reid_pairs(t.cfg).items():
-            q = embed_loader(t.eval_model, t.loaders[q_split], rt=t.rt, desc=q_split)
-            g = embed_loader(t.eval_model, t.loaders[g_split], rt=t.rt, desc=g_split)
+            q = embed_loader(t.inference_model, t.loaders[q_split], rt=t.rt, desc=q_split)
+            g = embed_loader(t.inference_model, t.loaders[g_split], rt=t.rt, desc=g_split)
             embedded[tag] = (q, g)
             stats[tag] = retrieval_stats(t.cfg, t.data, q, g)
             m = stats[tag].summary()

@@ -23,6 +23,7 @@ from dataset import build_data, build_loaders, used_splits
 from dataset.base import PARData
 from losses import build_loss
 from models import build_model
+from models.tta import flip_averaged
 from tools.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tools.device import barrier, broadcast_from_main, mean_across_ranks, setup_runtime
 from tools.engine.build import build_optimizer, build_scheduler, oom_error, place_model, reload_weights, seed_everything
@@ -192,7 +193,13 @@ class Trainer:
 
     @property
     def eval_model(self) -> torch.nn.Module:
+        """The weights evaluated and saved: the EMA copy when on, else the model."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """``eval_model`` as the checkpoint's contract will run it (TEST.FLIP: crop and mirror averaged)."""
+        return flip_averaged(self.eval_model, bool(self.cfg.TEST.FLIP))
 
     def tag(self, split: str) -> str:
         """Column prefix: 'val' / 'test' whatever the split is called."""

@@ -184,7 +184,7 @@ def evaluate_cross_domain(cfg: CN) -> dict:
     exp = experiment_dir(cfg)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
     path = resolve_checkpoint(cfg)
-    loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED)
+    loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED).with_flip(cfg.TEST.FLIP)
     dcfg = dataset_config(cfg, loaded.contract)
     split, subset = cfg.TEST.SPLIT, str(cfg.TEST.SUBSET)
     data = _split_data(dcfg, build_data(dcfg), split, subset)

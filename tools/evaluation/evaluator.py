@@ -142,13 +142,15 @@ def evaluate_retrieval(cfg: CN, loaded, rt: Runtime, exp: Path) -> dict:
     (REID.METRIC / RERANK of ``cfg``: re-ranking can be switched on here)."""
     c = loaded.contract
     rcfg, data = reid_eval_data(cfg, c.task, (c.height, c.width))
-    out = {"checkpoint": str(loaded.path), **pair_metrics(rcfg, data, loaded.net, rt, exp if rt.is_main else None)}
+    out = {"checkpoint": str(loaded.path), "flip": c.flip, "rerank": bool(cfg.REID.RERANK),
+           **pair_metrics(rcfg, data, loaded.net, rt, exp if rt.is_main else None)}
     if rt.is_main:
         write_json(exp / "eval_reid.json", out)
     for tag in ("val", "test"):
         if tag in out:
             log.info("%s on the %s pair: rank-1 %.4f, mAP %.4f, mINP %.4f%s", loaded.path, tag, out[tag]["rank1"],
-                     out[tag]["mAP"], out[tag]["mINP"], " (re-ranked)" if rcfg.REID.RERANK else "")
+                     out[tag]["mAP"], out[tag]["mINP"], (" (re-ranked)" if rcfg.REID.RERANK else "")
+                     + (" (flip-averaged)" if c.flip else ""))
     return out
 
 
@@ -161,7 +163,7 @@ def evaluate(cfg: CN) -> dict:
     exp = experiment_dir(cfg)
     setup_logging(exp, cfg.REDIRECTOR, rt.is_main)
     path = resolve_checkpoint(cfg)
-    loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED)
+    loaded = load_for_inference(path, rt.device, trusted=cfg.RELOAD.TRUSTED).with_flip(cfg.TEST.FLIP)
     if loaded.contract.task != "par":  # reid / multitask: the retrieval metrics first (eval_reid.json)
         reid = evaluate_retrieval(cfg, loaded, rt, exp)
         if loaded.contract.task == "reid":
@@ -175,7 +177,8 @@ def evaluate(cfg: CN) -> dict:
     scorer = ContractScorer(loaded.contract, rt.device)
     res = evaluate_split(attribute_view(loaded.net), loaders[split], criterion, scorer=scorer, rt=rt,
                          desc=f"eval {split}")
-    out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "loss": res.loss,
+    out = {"checkpoint": str(path), "split": split, "same_split_as_training": same, "flip": loaded.contract.flip,
+           "loss": res.loss,
            **scalar_metrics(res.metrics), "strata": stratified_metrics(scorer, data, res)}
     if rt.is_main:
         write_json(exp / f"eval_{split}.json", out)

@@ -18,6 +18,7 @@ import torch
 from dataset.base import AttrGroup, PARData
 from dataset.images import CHANNELS, RESIZE
 from losses.logit_adjust import posthoc_adjusted
+from models.tta import flip_averaged, unwrapped
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class InferenceContract:
     channels_last: bool = False  # weights in channels_last during training (inference uses the same kernels)
     task: str = "par"  # TASK: par | reid (the model gives embeddings, no attributes) | multitask (both)
     embed_dim: int = 0  # reid / multitask: length of the retrieval embedding
+    flip: bool = False  # TEST.FLIP: logits / embeddings averaged over the crop and its mirror
     version: int = VERSION
 
     def to_dict(self) -> dict:
@@ -100,7 +102,7 @@ def contract_for_run(cfg, data: PARData, model: torch.nn.Module, criterion, spli
         splits={s: split_fingerprint(data, s) for s in splits if s in data.splits},
         selected_on=cfg.DATASET.VAL_SPLIT, eval_attrs=evaluated_attrs(cfg, data),
         channels_last=bool(cfg.MODEL.CHANNELS_LAST), task=str(cfg.get("TASK", "par")),
-        embed_dim=int(getattr(model, "embed_dim", 0)))
+        embed_dim=int(getattr(model, "embed_dim", 0)), flip=bool(cfg.TEST.FLIP))
 
 
 def evaluated_attrs(cfg, data: PARData) -> list[str]:
@@ -161,7 +163,7 @@ class ContractModel(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, contract: InferenceContract):
         super().__init__()
-        self.model = model
+        self.model = flip_averaged(model, contract.flip)
         self.to_probs = ProbabilityHead(contract)
         self.contract = contract
 
@@ -174,14 +176,14 @@ class ContractModel(torch.nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) retrieval embeddings of a reid / multitask model."""
-        if not hasattr(self.model, "embed"):
+        if not hasattr(unwrapped(self.model), "embed"):
             raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
         return self.model.embed(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) appearance features of any checkpoint: the retrieval embedding of a reid / multitask model,
         else the backbone's pooled features (what the attribute head reads)."""
-        return self.model.embed(x) if hasattr(self.model, "embed") else self.model.forward_features(x)
+        return self.model.embed(x) if hasattr(unwrapped(self.model), "embed") else self.model.forward_features(x)
 
     def probs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` and ``embed`` of a multitask model from one backbone pass (reid: no attributes)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,6 +20,7 @@ from yacs.config import CfgNode as CN
 from configs.default import get_cfg_defaults
 from tools import results
 from tools.checkpoint import CheckpointError, load_checkpoint
+from models.tta import unwrapped
 from tools.inference.contract import ContractModel, InferenceContract, guessed_contract
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,19 @@ class LoadedModel:
 
     @property
     def net(self) -> torch.nn.Module:
-        """The bare PARModel (logits), e.g. for a loss."""
+        """The PARModel / ReIDModel giving logits and embeddings (flip-averaged when the contract says so)."""
         return self.model.model
+
+    def with_flip(self, flip: bool) -> "LoadedModel":
+        """This model with TEST.FLIP asked at evaluation: itself when ``flip`` is off or its contract already
+        flips; otherwise the same weights flip-averaged (logged: its decisions were chosen without the flip)."""
+        if not flip or self.contract.flip:
+            return self
+        log.warning("TEST.FLIP True: %s was trained without the flip (its thresholds / tau were chosen on "
+                    "unflipped validation crops); scoring it with crop and mirror averaged as asked", self.path)
+        contract = replace(self.contract, flip=True)
+        return replace(self, model=ContractModel(unwrapped(self.net), contract).to(self.device).eval(),
+                       contract=contract)
 
 
 def _merge_known(node: CN, data: dict, prefix: str = "") -> list[str]:
