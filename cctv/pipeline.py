@@ -83,8 +83,9 @@ class VideoOptions:
     ssd_tiles: int = 0
     ssd_tile_overlap: float = 0.25
     ssd_scales: tuple = (384,)  # TEST.SSD_SCALES: network input sizes (300 = 300x300 squash)
-    ssd_small_scale: int = 640  # TEST.SSD_SMALL_SCALE, TEST.SSD_SMALL_BELOW: the input of clips of small people
+    ssd_small_scale: int = 0  # TEST.SSD_SMALL_SCALE, TEST.SSD_SMALL_BELOW: the input of clips of small people
     ssd_small_below: float = 0.3
+    ssd_min_aspect: float = 1.2  # TEST.SSD_MIN_ASPECT: person boxes are at least this much taller than wide
     track_high: float = 0.3  # TEST.TRACK_HIGH_SCORE: ByteTrack's high-score threshold
     track_match: float = 0.95  # TEST.TRACK_MATCH_THRESH, TEST.TRACK_LOST_SECONDS (ByteTrack)
     track_lost_seconds: float = 2.0
@@ -114,7 +115,7 @@ class VideoOptions:
     @staticmethod
     def _new_keys(t: Any) -> dict:
         return {"ssd_scales": tuple(t.SSD_SCALES), "ssd_small_scale": t.SSD_SMALL_SCALE,
-                "ssd_small_below": t.SSD_SMALL_BELOW, "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
+                "ssd_small_below": t.SSD_SMALL_BELOW, "ssd_min_aspect": t.SSD_MIN_ASPECT, "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
                 "detect_every_min": t.DETECT_EVERY_MIN,
                 "track_gap_seconds": t.TRACK_GAP_SECONDS, "min_track_frames": t.MIN_TRACK_FRAMES,
                 "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES), "track_appearance": t.TRACK_APPEARANCE}
@@ -148,7 +149,8 @@ class VideoOptions:
             det_file = det_file / f"{video.stem}.txt"
         ssd = {"score": self.ssd_score, "nms_iou": self.ssd_nms, "tiles": self.ssd_tiles,
                "tile_overlap": self.ssd_tile_overlap, "scales": self.ssd_scales,
-               "small_scale": self.ssd_small_scale, "small_below": self.ssd_small_below}
+               "small_scale": self.ssd_small_scale, "small_below": self.ssd_small_below,
+               "min_aspect": self.ssd_min_aspect}
         return build_detector(self.detector, det_file=det_file if self.det_file else "", yolo_model=self.yolo_model,
                               yolo_conf=self.conf, hog_scale=self.hog_scale, device=self.device, ssd=ssd)
 

@@ -211,7 +211,10 @@ class SsdLiteDetector:
     pass over the whole frame: 300 = TensorFlow's 300x300 squash (the trained setting; large people), N = the
     frame resized to N px along its longer side (its aspect, at most 4:3: see ``input_size``), with the anchors
     kept at the pixel sizes they were trained at (so a larger N finds smaller people); ``tiles``: N rows of overlapping 300x300 tiles too
-    (for small people in high-resolution frames). All boxes merged by one NMS.
+    (for small people in high-resolution frames). All boxes merged by one NMS. ``min_aspect``: boxes less tall than
+    this times their width are not people (a standing or walking person is 1.6-3.5x taller than wide; the
+    network's square boxes on lawns and façades at enlarged inputs are ~1); a box touching the frame's edge is
+    kept whatever its shape (a person cut off by the edge).
 
     ``small_scale`` / ``small_below``: a clip whose people are small switches to one larger input. The boxes scored
     >= SURE_SCORE of a clip's first calls measure it, once there are SIZE_SAMPLE of them (within SIZE_CALLS calls,
@@ -223,7 +226,7 @@ class SsdLiteDetector:
 
     def __init__(self, score: float = 0.3, nms_iou: float = 0.45, tiles: int = 0, tile_overlap: float = 0.25,
                  scales: tuple[int, ...] | list[int] = (INPUT_SIZE,), *, small_scale: int = 0,
-                 small_below: float = 0.3):
+                 small_below: float = 0.3, min_aspect: float = 0.0):
         if not 0.0 < score < 1.0:
             raise DetectorError(f"TEST.SSD_SCORE must be in (0, 1), got {score}")
         if not 0.0 < nms_iou <= 1.0:
@@ -237,6 +240,9 @@ class SsdLiteDetector:
         if small_scale and not 128 <= small_scale <= 2048 or not 0.0 <= small_below < 1.0:
             raise DetectorError(f"TEST.SSD_SMALL_SCALE must be 0 (off) or an input size in px (128-2048) and "
                                 f"TEST.SSD_SMALL_BELOW in [0, 1); got {small_scale} and {small_below}")
+        if not 0.0 <= min_aspect <= 3.0:
+            raise DetectorError(f"TEST.SSD_MIN_ASPECT must be in [0, 3] (box height / width; 0 = off), got {min_aspect}")
+        self.min_aspect = float(min_aspect)
         data, txt, outputs = _model_files()
         self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(txt, np.uint8))
         self.outputs = list(outputs)
@@ -309,6 +315,8 @@ class SsdLiteDetector:
             return Detections.empty()
         b[:, 0::2] = b[:, 0::2].clip(0, w)
         b[:, 1::2] = b[:, 1::2].clip(0, h)
+        shaped = person_shaped(b, w, h, self.min_aspect)
+        b, s = b[shaped], s[shaped]
         keep = nms(b, s, self.nms_iou)
         return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32))
 
@@ -350,6 +358,13 @@ class SsdLiteDetector:
         scores = 1.0 / (1.0 + np.exp(-np.take_along_axis(logits, top, 1)))
         xyxy = np.stack([decode_boxes(codes[i, t], anchors[t]) for i, t in enumerate(top)])
         return xyxy, scores
+
+
+def person_shaped(xyxy: np.ndarray, w: int, h: int, min_aspect: float, edge: float = 2.0) -> np.ndarray:
+    """Which boxes are at least ``min_aspect`` times taller than wide, or touch the frame's edge (cut off there)."""
+    bw, bh = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+    at_edge = (xyxy[:, 0] <= edge) | (xyxy[:, 1] <= edge) | (xyxy[:, 2] >= w - edge) | (xyxy[:, 3] >= h - edge)
+    return at_edge | (bh >= min_aspect * np.maximum(bw, 1e-6))
 
 
 def _touches_inner_edge(b: np.ndarray, win: tuple[int, int, int, int], w: int, h: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from cctv.detections import Detections
 from cctv.mot import read_mot, score_detections, score_tracks
 from configs.errors import exit_code_of
 
-SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "SSD_SMALL_SCALE", "SSD_SMALL_BELOW", "DETECT_EVERY", "DETECT_HZ",
+SETTINGS = ("DETECTOR", "SSD_SCORE", "SSD_NMS", "SSD_TILES", "SSD_SCALES", "SSD_SMALL_SCALE", "SSD_SMALL_BELOW", "SSD_MIN_ASPECT", "DETECT_EVERY", "DETECT_HZ",
             "YOLO_CONF", "TRACK_HIGH_SCORE", "TRACK_MATCH_THRESH", "TRACK_LOST_SECONDS", "TRACK_GAP_SECONDS",
             "TRACK_APPEARANCE", "MIN_TRACK_FRAMES",
             "STATIC_FILTER", "ZONES", "CHECK_PER_FRAME", "PAR_RUNTIME")

@@ -171,3 +171,34 @@ def test_no_small_people_switch_when_the_input_is_already_as_large():
     assert d1.scales == [640] and d1.every_factor == 2
     d1(np.zeros((480, 640, 3), np.uint8), 1)  # a one-frame clip before it: the index does not go up, a new clip
     assert d1.scales == [384] and d1.every_factor == 1 and d1._sizes == []
+
+
+def test_square_boxes_are_not_people_unless_cut_by_the_frame_edge():
+    from cctv.ssdlite import person_shaped
+
+    boxes = np.array([[100, 100, 140, 200],   # 2.5x taller than wide: a walker
+                      [100, 100, 200, 210],   # 1.1: the lawn / facade boxes of enlarged inputs
+                      [0, 100, 100, 200],     # square but at the left edge: a person cut off there
+                      [300, 380, 400, 480]],  # square at the bottom edge
+                     np.float32)
+    assert person_shaped(boxes, 640, 480, 1.2).tolist() == [True, False, True, True]
+    assert person_shaped(boxes, 640, 480, 0.0).all()  # 0 = off
+    with pytest.raises(DetectorError, match="TEST.SSD_MIN_ASPECT"):
+        SsdLiteDetector(min_aspect=5.0)
+
+
+def test_the_aspect_floor_drops_only_non_people_on_a_real_frame():
+    """TUD-Stadtmitte frame 1 at a 640 px input (where the network adds wide boxes): with the floor every box left
+    is person-shaped or at the edge, the hand-checked walkers are all still boxed, and some wide box went."""
+    frame = _frame("mot/TUD-Stadtmitte/TUD-Stadtmitte.mp4", 1)
+    h, w = frame.shape[:2]
+    loose = SsdLiteDetector(score=0.1, scales=[640], min_aspect=0.0)(frame, 1)
+    tight = SsdLiteDetector(score=0.1, scales=[640], min_aspect=1.2)(frame, 1)
+    bw, bh = tight.xyxy[:, 2] - tight.xyxy[:, 0], tight.xyxy[:, 3] - tight.xyxy[:, 1]
+    edge = (tight.xyxy[:, 0] <= 2) | (tight.xyxy[:, 1] <= 2) | (tight.xyxy[:, 2] >= w - 2) | (tight.xyxy[:, 3] >= h - 2)
+    assert ((bh >= 1.2 * bw) | edge).all()
+    lw, lh = loose.xyxy[:, 2] - loose.xyxy[:, 0], loose.xyxy[:, 3] - loose.xyxy[:, 1]
+    l_edge = (loose.xyxy[:, 0] <= 2) | (loose.xyxy[:, 1] <= 2) | (loose.xyxy[:, 2] >= w - 2) | (loose.xyxy[:, 3] >= h - 2)
+    assert (~((lh >= 1.2 * lw) | l_edge)).any()  # without the floor a wide box is reported here
+    tall = (loose.xyxy[:, 3] - loose.xyxy[:, 1]) >= 1.6 * (loose.xyxy[:, 2] - loose.xyxy[:, 0])
+    assert tall.sum() == ((bh >= 1.6 * bw)).sum()  # no person-shaped box lost
