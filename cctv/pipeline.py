@@ -115,8 +115,8 @@ class VideoOptions:
     @staticmethod
     def _new_keys(t: Any) -> dict:
         return {"ssd_scales": tuple(t.SSD_SCALES), "ssd_small_scale": t.SSD_SMALL_SCALE,
-                "ssd_small_below": t.SSD_SMALL_BELOW, "ssd_min_aspect": t.SSD_MIN_ASPECT, "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ,
-                "detect_every_min": t.DETECT_EVERY_MIN,
+                "ssd_small_below": t.SSD_SMALL_BELOW, "ssd_min_aspect": t.SSD_MIN_ASPECT,
+                "track_high": t.TRACK_HIGH_SCORE, "detect_hz": t.DETECT_HZ, "detect_every_min": t.DETECT_EVERY_MIN,
                 "track_gap_seconds": t.TRACK_GAP_SECONDS, "min_track_frames": t.MIN_TRACK_FRAMES,
                 "static_filter": t.STATIC_FILTER, "zones": list(t.ZONES), "track_appearance": t.TRACK_APPEARANCE}
 

@@ -6,6 +6,8 @@ honest look at the same person. Both views run as one batch (one backbone call, 
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -22,31 +24,26 @@ def _mean_of_views(out):
     raise TypeError(f"flip averaging: cannot average an output of type {type(out).__name__}")
 
 
+VIEW_METHODS = ("embed", "forward_features", "forward_attrs", "attrs_and_embed")  # besides forward
+
+
 class FlipAveraged(nn.Module):
-    """``model`` on (N, 3, H, W) crops and their mirrors; every method the inference paths call gives the
-    average of the two views. Holds no weights of its own: checkpoints save ``model``, never this wrapper."""
+    """``model`` on (N, 3, H, W) crops and their mirrors: ``forward`` and each of VIEW_METHODS that ``model``
+    has give the average of the two views (so ``hasattr`` answers as for ``model``). Holds no weights of its
+    own: checkpoints save ``model``, never this wrapper."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        for name in VIEW_METHODS:
+            if hasattr(model, name):
+                setattr(self, name, partial(self._both, name))
 
     def _both(self, method: str, x: torch.Tensor):
         return _mean_of_views(getattr(self.model, method)(torch.cat([x, x.flip(-1)])))
 
     def forward(self, x: torch.Tensor):
         return self._both("forward", x)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self._both("embed", x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._both("forward_features", x)
-
-    def forward_attrs(self, x: torch.Tensor) -> torch.Tensor:
-        return self._both("forward_attrs", x)
-
-    def attrs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._both("attrs_and_embed", x)
 
     @property
     def embed_dim(self) -> int:

@@ -143,6 +143,7 @@ def test_flip_averaging_of_embeddings_dicts_and_tuples():
     torch.testing.assert_close(m.embed(sym), net.embed(sym))
     assert flip_averaged(net, False) is net and flip_averaged(m, True) is m and unwrapped(m) is net
     assert isinstance(m, FlipAveraged)
+    assert hasattr(m, "embed") and not hasattr(m, "forward_features")  # it offers what the network has
 
 
 def test_a_reid_run_with_the_flip_selects_and_evaluates_on_averaged_embeddings(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from dataset.base import AttrGroup, PARData
 from dataset.images import CHANNELS, RESIZE
 from losses.logit_adjust import posthoc_adjusted
-from models.tta import flip_averaged, unwrapped
+from models.tta import flip_averaged
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,14 @@ class ContractModel(torch.nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) retrieval embeddings of a reid / multitask model."""
-        if not hasattr(unwrapped(self.model), "embed"):
+        if not hasattr(self.model, "embed"):
             raise TypeError("this checkpoint has no embedding head (TASK par); train with TASK reid or multitask")
         return self.model.embed(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) appearance features of any checkpoint: the retrieval embedding of a reid / multitask model,
         else the backbone's pooled features (what the attribute head reads)."""
-        return self.model.embed(x) if hasattr(unwrapped(self.model), "embed") else self.model.forward_features(x)
+        return self.model.embed(x) if hasattr(self.model, "embed") else self.model.forward_features(x)
 
     def probs_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` and ``embed`` of a multitask model from one backbone pass (reid: no attributes)."""

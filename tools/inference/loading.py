@@ -18,9 +18,9 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from configs.default import get_cfg_defaults
+from models.tta import unwrapped
 from tools import results
 from tools.checkpoint import CheckpointError, load_checkpoint
-from models.tta import unwrapped
 from tools.inference.contract import ContractModel, InferenceContract, guessed_contract
 
 log = logging.getLogger(__name__)
