@@ -11,6 +11,10 @@ of a row with seed k of the baseline for the bootstrap interval of Δ test mA. F
 
     uv run python -m scripts.run_experiments --base configs/native_lite_table.yaml --seeds 0 1 2 --seed-rows all
 
+The runs go seed by seed (every row at the first seed, then every row at the next), so a table stopped
+early has whole columns. ``--shard I/N`` runs every N-th of them, from the I-th: N processes side by
+side (one per core or GPU, e.g. ``OMP_NUM_THREADS=1 ... --shard 0/2`` and ``--shard 1/2``) share one table.
+
 ``--base`` puts each experiment's own keys on
 top of another preset instead of its ``_BASE_`` (e.g. the CPU lite preset); trailing KEY VALUE
 pairs override everything. A failing row is reported and the others still run.
@@ -70,16 +74,25 @@ def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: lis
     if unknown:
         raise SystemExit(f"error: --seed-rows {' '.join(sorted(unknown))}: not among the rows that run "
                          f"({', '.join(p.stem for p in files)})")
-    runs = []
-    for path in files:
-        first = ["SEED", str(seeds[0])] if seeds else []
-        cfg = load_config(path, [*opts, *first], base=base)
-        runs.append((cfg.NAME, cfg))
-        if seeds and ("all" in rows or path.stem in rows):
-            for s in seeds[1:]:
-                runs.append((f"{cfg.NAME}_seed{s}",
-                             load_config(path, [*opts, "SEED", str(s), "NAME", f"{cfg.NAME}_seed{s}"], base=base)))
+    first = ["SEED", str(seeds[0])] if seeds else []
+    runs = [(cfg.NAME, cfg) for cfg in (load_config(path, [*opts, *first], base=base) for path in files)]
+    for s in (seeds or [])[1:]:  # seed-major: a table stopped early has whole columns
+        for path, (name, _) in zip(files, list(runs)):
+            if "all" in rows or path.stem in rows:
+                runs.append((f"{name}_seed{s}",
+                             load_config(path, [*opts, "SEED", str(s), "NAME", f"{name}_seed{s}"], base=base)))
     return runs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 <= I < N")
+    return i, n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="first seed for every row; the --seed-rows also run with the others (noise estimate)")
     p.add_argument("--seed-rows", nargs="+", default=None, metavar="ROW",
                    help="rows (file stems) that run every seed, or 'all' (default: baseline)")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                   help="run every N-th run from the I-th (N processes share the table; default 0/1)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their loss stacks, train nothing")
     p.epilog = "KEY VALUE overrides for every run follow the options (or '--'), e.g. TRAIN.MAX_EPOCH 5"
@@ -120,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runs = plan(experiment_files(args.only), args.seeds, args.base, list(args.opts), seed_rows=args.seed_rows)
+        shard, shards = args.shard
+        runs = runs[shard::shards]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -188,6 +188,22 @@ def test_seed_rows_run_every_seed(capsys):
     assert labels == ["baseline", "focal", "focal_seed1"]
     assert run_all(["--dry-run", "--only", "baseline", "focal", "--seeds", "0", "1", "--seed-rows", "all"]) == 0
     assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()] == [
-        "baseline", "baseline_seed1", "focal", "focal_seed1"]
+        "baseline", "focal", "baseline_seed1", "focal_seed1"]  # seed-major: a stopped table has whole columns
     with pytest.raises(SystemExit, match="--seed-rows nope"):
         run_all(["--dry-run", "--only", "baseline", "--seeds", "0", "1", "--seed-rows", "nope"])
+
+
+def test_shards_split_the_table_between_processes(capsys):
+    from scripts.run_experiments import main as run_all
+
+    def labels(*extra):
+        assert run_all(["--dry-run", "--only", "baseline", "focal", "head_finetune", "--seeds", "0", "1",
+                        "--seed-rows", "all", *extra]) == 0
+        return [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+
+    whole = labels()
+    first, second = labels("--shard", "0/2"), labels("--shard", "1/2")
+    assert first == whole[0::2] and second == whole[1::2] and sorted(first + second) == sorted(whole)
+    for bad in ("2/2", "x"):
+        with pytest.raises(SystemExit):
+            run_all(["--dry-run", "--only", "baseline", "--shard", bad])
