@@ -70,7 +70,7 @@ def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: lis
     from configs import load_config
 
     rows = set(seed_rows or [BASELINE])
-    unknown = rows - {p.stem for p in files} - {"all"}
+    unknown = set(seed_rows or []) - {p.stem for p in files} - {"all"}  # the default may be absent (--only)
     if unknown:
         raise SystemExit(f"error: --seed-rows {' '.join(sorted(unknown))}: not among the rows that run "
                          f"({', '.join(p.stem for p in files)})")

@@ -189,6 +189,8 @@ def test_seed_rows_run_every_seed(capsys):
     assert run_all(["--dry-run", "--only", "baseline", "focal", "--seeds", "0", "1", "--seed-rows", "all"]) == 0
     assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()] == [
         "baseline", "focal", "baseline_seed1", "focal_seed1"]  # seed-major: a stopped table has whole columns
+    assert run_all(["--dry-run", "--only", "focal", "--seeds", "0", "1"]) == 0  # the default row need not run
+    assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()] == ["focal"]
     with pytest.raises(SystemExit, match="--seed-rows nope"):
         run_all(["--dry-run", "--only", "baseline", "--seeds", "0", "1", "--seed-rows", "nope"])
 
