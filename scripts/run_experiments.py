@@ -76,8 +76,9 @@ def plan(files: list[Path], seeds: list[int] | None, base: str | None, opts: lis
                          f"({', '.join(p.stem for p in files)})")
     first = ["SEED", str(seeds[0])] if seeds else []
     runs = [(cfg.NAME, cfg) for cfg in (load_config(path, [*opts, *first], base=base) for path in files)]
+    first_runs = list(runs)
     for s in (seeds or [])[1:]:  # seed-major: a table stopped early has whole columns
-        for path, (name, _) in zip(files, list(runs)):
+        for path, (name, _) in zip(files, first_runs):
             if "all" in rows or path.stem in rows:
                 runs.append((f"{name}_seed{s}",
                              load_config(path, [*opts, "SEED", str(s), "NAME", f"{name}_seed{s}"], base=base)))
@@ -135,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runs = plan(experiment_files(args.only), args.seeds, args.base, list(args.opts), seed_rows=args.seed_rows)
-        shard, shards = args.shard
-        runs = runs[shard::shards]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    shard, shards = args.shard
+    runs = runs[shard::shards]
     _print_plan(runs)
     if args.dry_run:
         return 0
