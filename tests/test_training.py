@@ -59,3 +59,32 @@ def test_two_runs_of_the_same_config_give_identical_metrics(tmp_path):
         cfg = load_config(REPO / "configs/demo.yaml", tiny_opts(tmp_path, NAME=f"rep{k}"))
         runs.append(train(cfg))
     assert runs[0]["val"] == runs[1]["val"] and runs[0]["test"] == runs[1]["test"]
+
+
+def test_without_a_terminal_the_epoch_logs_its_progress(caplog):
+    """A run whose output goes to a log file (nohup, CI) still shows where the epoch is and how long is left."""
+    import logging
+
+    import torch
+    from torch import nn
+
+    from tools.engine.loop import EpochOptions, StepOptions, SupervisedTask, run_epoch
+
+    class BCE(nn.Module):
+        def forward(self, logits, y):
+            return nn.functional.binary_cross_entropy_with_logits(logits, y), {}
+
+    model = nn.Linear(4, 3)
+    loader = [(torch.randn(2, 4), torch.randint(0, 2, (2, 3)).float(), None) for _ in range(3)]
+    task = SupervisedTask(model, BCE(), torch.optim.SGD(model.parameters(), lr=0.1),
+                          StepOptions(device=torch.device("cpu")))
+    with caplog.at_level(logging.INFO, logger="tools.engine.loop"):
+        res = run_epoch(loader, task, task.opt, EpochOptions(epoch=4, log_every_s=0.0))  # pytest's stderr is no tty
+    assert res.steps == 3
+    lines = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()]
+    assert [ln.split(":")[1].split(",")[0].strip() for ln in lines] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert lines[0].startswith("epoch 4 train") and "min left in the epoch" in lines[0]
+    with caplog.at_level(logging.INFO, logger="tools.engine.loop"):
+        caplog.clear()
+        run_epoch(loader, task, task.opt, EpochOptions(progress=False, log_every_s=0.0))  # not the main rank
+    assert not [r for r in caplog.records if "img/s" in r.getMessage()]

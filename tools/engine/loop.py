@@ -185,7 +185,39 @@ class EpochOptions:
     carry: dict | None = None
     progress: bool = True
     desc: str = "train"
+    log_every_s: float = 60.0  # without a terminal: a progress line in the log this often
     on_step: Callable[[int], None] | None = None  # after each step taken (tests, per-step probes)
+
+
+class LogProgress:
+    """Where the progress bar is off (output is a log file, not a terminal), a log line every
+    ``every_s`` seconds instead: step of the epoch, running loss, speed and time left."""
+
+    def __init__(self, bar, loader, every_s: float = 60.0):
+        self.on = bool(getattr(bar, "disable", False))
+        self.every_s, self.total = every_s, _length(loader)
+        self.t_last = time.perf_counter()
+
+    def maybe_log(self, eo: "EpochOptions", step: int, tally: EpochTally) -> None:
+        now = time.perf_counter()
+        if not self.on or now - self.t_last < self.every_s:
+            return
+        self.t_last = now
+        done = step - eo.start_step
+        post = tally.postfix()
+        where = f"step {step}/{self.total}" if self.total else f"step {step}"
+        eta = ""
+        if self.total and done > 0:
+            per_step = (now - tally.t0) / done
+            eta = f", ~{(self.total - step) * per_step / 60:.1f} min left in the epoch"
+        log.info("epoch %d %s: %s, loss %s, %s img/s%s", eo.epoch, eo.desc, where, post["loss"], post["img_s"], eta)
+
+
+def _length(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _skip_or_stop(task: EpochTask, tally: EpochTally, loss: torch.Tensor, opt: StepOptions, where: str) -> None:
@@ -203,6 +235,7 @@ def run_epoch(loader, task: EpochTask, opt: StepOptions, eo: EpochOptions) -> Ep
     sync_every_step = opt.device.type == "cpu" or opt.on_nonfinite == "skip"  # a CPU sync costs nothing
     bar = tqdm(loader, desc=f"epoch {eo.epoch} {eo.desc}", leave=False, disable=None if eo.progress else True,
                mininterval=1.0, dynamic_ncols=True)
+    plain = LogProgress(bar, loader, eo.log_every_s) if eo.progress else None
     step = eo.start_step
     for x, y, _ in bar:
         task.before_step(step)
@@ -219,6 +252,8 @@ def run_epoch(loader, task: EpochTask, opt: StepOptions, eo: EpochOptions) -> Ep
         if tally.res.steps % eo.log_every == 0:
             tally.check(f"at epoch {eo.epoch} between steps {step - eo.log_every} and {step}")
             bar.set_postfix(**tally.postfix())
+        if plain is not None:
+            plain.maybe_log(eo, step, tally)
         if eo.stop is not None and eo.stop.requested:
             tally.res.interrupted = True
             break
