@@ -193,9 +193,9 @@ class LogProgress:
     """Where the progress bar is off (output is a log file, not a terminal), a log line every
     ``every_s`` seconds instead: step of the epoch, running loss, speed and time left."""
 
-    def __init__(self, bar, loader, every_s: float = 60.0):
-        self.on = bool(getattr(bar, "disable", False))
-        self.every_s, self.total = every_s, _length(loader)
+    def __init__(self, bar: tqdm, every_s: float):
+        self.on = bool(bar.disable)
+        self.every_s, self.total = every_s, bar.total  # tqdm's len(loader), None for a loader without one
         self.t_last = time.perf_counter()
 
     def maybe_log(self, eo: "EpochOptions", step: int, tally: EpochTally) -> None:
@@ -213,13 +213,6 @@ class LogProgress:
         log.info("epoch %d %s: %s, loss %s, %s img/s%s", eo.epoch, eo.desc, where, post["loss"], post["img_s"], eta)
 
 
-def _length(loader) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
-
-
 def _skip_or_stop(task: EpochTask, tally: EpochTally, loss: torch.Tensor, opt: StepOptions, where: str) -> None:
     """A step with a non-finite loss: stop (TRAIN.ON_NONFINITE stop) or skip it with a warning."""
     if opt.on_nonfinite == "stop":
@@ -235,7 +228,7 @@ def run_epoch(loader, task: EpochTask, opt: StepOptions, eo: EpochOptions) -> Ep
     sync_every_step = opt.device.type == "cpu" or opt.on_nonfinite == "skip"  # a CPU sync costs nothing
     bar = tqdm(loader, desc=f"epoch {eo.epoch} {eo.desc}", leave=False, disable=None if eo.progress else True,
                mininterval=1.0, dynamic_ncols=True)
-    plain = LogProgress(bar, loader, eo.log_every_s) if eo.progress else None
+    plain = LogProgress(bar, eo.log_every_s) if eo.progress else None
     step = eo.start_step
     for x, y, _ in bar:
         task.before_step(step)
